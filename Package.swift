@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Gatehouse",
+    products: [
+        .executable(name: "gatehouse", targets: ["gatehouse"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C edges: system libraries and the macros Swift cannot import.
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent_openssl",
+            providers: [.apt(["libevent-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "CShims", dependencies: ["COpenSSL", "CLibevent"]),
+
+        // Pure logic.
+        .target(name: "GatehouseLog"),
+        .target(name: "GatehouseHTTP"),
+        .target(
+            name: "GatehouseConfig",
+            dependencies: ["GatehouseLog", .product(name: "TOMLKit", package: "TOMLKit")]
+        ),
+
+        // I/O.
+        .target(
+            name: "GatehouseTLS",
+            dependencies: ["COpenSSL", "CShims", "GatehouseConfig", "GatehouseLog"]
+        ),
+        .target(
+            name: "GatehouseProxy",
+            dependencies: ["CLibevent", "COpenSSL", "CShims", "GatehouseHTTP", "GatehouseConfig", "GatehouseTLS", "GatehouseLog"]
+        ),
+        .target(
+            name: "GatehouseServer",
+            dependencies: ["CLibevent", "CShims", "GatehouseConfig", "GatehouseTLS", "GatehouseProxy", "GatehouseLog"]
+        ),
+        .executableTarget(
+            name: "gatehouse",
+            dependencies: [
+                "GatehouseServer", "GatehouseConfig", "GatehouseTLS", "GatehouseLog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "GatehouseHTTPTests", dependencies: ["GatehouseHTTP"]),
+        .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"]),
+        .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig"]),
+        .testTarget(name: "GatehouseProxyTests", dependencies: ["GatehouseProxy"]),
+    ]
+)

@@ -1,0 +1,10 @@
+#ifndef GATEHOUSE_COPENSSL_H
+#define GATEHOUSE_COPENSSL_H
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/pem.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#endif

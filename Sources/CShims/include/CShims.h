@@ -1,0 +1,51 @@
+#ifndef GATEHOUSE_CSHIMS_H
+#define GATEHOUSE_CSHIMS_H
+// Wrappers for the OpenSSL and libevent macros Swift cannot import.
+// Forward declarations only, so this header pulls in no second copy of libc or
+// OpenSSL headers; the pointers import into Swift as OpaquePointer.
+#include <stdint.h>
+#include <stddef.h>
+
+struct ssl_st;
+struct ssl_ctx_st;
+struct x509_st;
+struct stack_st_X509;
+
+// Protocol version bounds (macros over SSL_ctrl).
+int gh_ssl_ctx_set_min_proto_version(struct ssl_ctx_st *ctx, int version);
+int gh_ssl_ctx_set_max_proto_version(struct ssl_ctx_st *ctx, int version);
+int gh_ssl_set_min_proto_version(struct ssl_st *ssl, int version);
+int gh_ssl_set_max_proto_version(struct ssl_st *ssl, int version);
+
+long gh_ssl_ctx_set_mode(struct ssl_ctx_st *ctx, long mode);
+int gh_ssl_ctx_set1_groups_list(struct ssl_ctx_st *ctx, const char *list);
+long gh_ssl_ctx_set_session_cache_mode(struct ssl_ctx_st *ctx, long mode);
+void gh_openssl_free(void *p);
+
+// SSL_OP_* and SSL_MODE_* are built from macros.
+uint64_t gh_ssl_op_all(void);
+uint64_t gh_ssl_op_no_compression(void);
+uint64_t gh_ssl_op_no_renegotiation(void);
+uint64_t gh_ssl_op_cipher_server_preference(void);
+uint64_t gh_ssl_op_ignore_unexpected_eof(void);
+uint64_t gh_ssl_op_no_sslv3(void);
+uint64_t gh_ssl_op_single_ecdh_use(void);
+uint64_t gh_ssl_op_no_ticket(void);
+long gh_ssl_mode_release_buffers(void);
+long gh_ssl_sess_cache_server(void);
+
+int gh_tls1_version(void);
+int gh_tls1_1_version(void);
+int gh_tls1_2_version(void);
+int gh_tls1_3_version(void);
+
+// Certificate chains (STACK_OF(X509) is a family of inline macros).
+struct stack_st_X509 *gh_x509_chain_new(void);
+int gh_x509_chain_push(struct stack_st_X509 *chain, struct x509_st *cert);
+int gh_x509_chain_count(const struct stack_st_X509 *chain);
+void gh_x509_chain_free(struct stack_st_X509 *chain);
+
+// libevent's EVUTIL_SOCKET_ERROR().
+int gh_socket_error(void);
+
+#endif

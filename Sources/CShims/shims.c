@@ -1,0 +1,41 @@
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <errno.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include "CShims.h"
+
+int gh_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int v) { return (int)SSL_CTX_set_min_proto_version(ctx, v); }
+int gh_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int v) { return (int)SSL_CTX_set_max_proto_version(ctx, v); }
+int gh_ssl_set_min_proto_version(SSL *ssl, int v) { return (int)SSL_set_min_proto_version(ssl, v); }
+int gh_ssl_set_max_proto_version(SSL *ssl, int v) { return (int)SSL_set_max_proto_version(ssl, v); }
+
+long gh_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+int gh_ssl_ctx_set1_groups_list(SSL_CTX *ctx, const char *list) { return (int)SSL_CTX_set1_groups_list(ctx, list); }
+long gh_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
+void gh_openssl_free(void *p) { OPENSSL_free(p); }
+
+uint64_t gh_ssl_op_all(void) { return SSL_OP_ALL; }
+uint64_t gh_ssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
+uint64_t gh_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
+uint64_t gh_ssl_op_cipher_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
+uint64_t gh_ssl_op_ignore_unexpected_eof(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
+uint64_t gh_ssl_op_no_sslv3(void) { return SSL_OP_NO_SSLv3; }
+uint64_t gh_ssl_op_single_ecdh_use(void) { return SSL_OP_SINGLE_ECDH_USE; }
+uint64_t gh_ssl_op_no_ticket(void) { return SSL_OP_NO_TICKET; }
+long gh_ssl_mode_release_buffers(void) { return SSL_MODE_RELEASE_BUFFERS; }
+long gh_ssl_sess_cache_server(void) { return SSL_SESS_CACHE_SERVER; }
+
+int gh_tls1_version(void) { return TLS1_VERSION; }
+int gh_tls1_1_version(void) { return TLS1_1_VERSION; }
+int gh_tls1_2_version(void) { return TLS1_2_VERSION; }
+int gh_tls1_3_version(void) { return TLS1_3_VERSION; }
+
+struct stack_st_X509 *gh_x509_chain_new(void) { return sk_X509_new_null(); }
+int gh_x509_chain_push(struct stack_st_X509 *chain, X509 *cert) { return sk_X509_push(chain, cert); }
+int gh_x509_chain_count(const struct stack_st_X509 *chain) { return sk_X509_num(chain); }
+void gh_x509_chain_free(struct stack_st_X509 *chain) { sk_X509_pop_free(chain, X509_free); }
+
+int gh_socket_error(void) { return errno; }

@@ -1,0 +1,346 @@
+import GatehouseLog
+import TOMLKit
+
+public enum ConfigLoader {
+    /// Reads the main file and every `*.toml` in domains_dir (sorted, non-recursive; other
+    /// files ignored). Collects ALL errors (every file is checked, not just the first
+    /// failure) and throws them together.
+    public static func load(path: String) throws(ConfigErrors) -> ConfigSnapshot {
+        let mainFile = FileSystem.absolute(path, relativeTo: FileSystem.currentDirectory())
+        var diag = Diagnostics()
+        guard let root = parse(mainFile, &diag) else { throw ConfigErrors(diag.errors) }
+        let main = TOMLSection(table: root, file: mainFile, path: "")
+        main.rejectUnknownKeys(allowed: mainKeys, &diag)
+
+        let dirText = main.string("domains_dir", &diag) ?? "domains.d"
+        let domainsDirectory = FileSystem.absolute(dirText, relativeTo: FileSystem.directory(of: mainFile))
+        var domainsDirUsable = false
+        switch FileSystem.kind(domainsDirectory) {
+        case .directory: domainsDirUsable = true
+        case .missing: diag.add(mainFile, "domains_dir", "directory \"\(domainsDirectory)\" does not exist")
+        case .file, .other: diag.add(mainFile, "domains_dir", "\"\(domainsDirectory)\" is not a directory")
+        }
+
+        var workers = 1
+        if let w = main.int("workers", &diag) {
+            if (0 ... maxWorkers).contains(w) {
+                workers = w
+            } else {
+                diag.add(mainFile, "workers", "must be between 0 and \(maxWorkers) (0 = one per core), got \(w)")
+            }
+        }
+
+        let listeners = parseListeners(main, &diag)
+        let timeouts = parseTimeouts(main, &diag)
+        let limits = parseLimits(main, &diag)
+
+        var defaultDomain: String?
+        if let tls = main.section("tls", &diag) {
+            tls.rejectUnknownKeys(allowed: ["default_domain"], &diag)
+            defaultDomain = tls.string("default_domain", &diag).map(normalizeQuery)
+        }
+
+        // Domain files: every one is checked even after failures.
+        var domains: [DomainConfig] = []
+        var owners: [String: String] = [:]
+        let errorsBeforeDomains = diag.errors.count
+        if domainsDirUsable {
+            switch FileSystem.listFiles(domainsDirectory, suffix: ".toml") {
+            case .success(let files):
+                domains.reserveCapacity(files.count)
+                for name in files {
+                    let file = FileSystem.join(domainsDirectory, name)
+                    if let domain = parseDomain(file, id: domains.count, owners: &owners, &diag) {
+                        domains.append(domain)
+                    }
+                }
+            case .failure(let message):
+                diag.add(mainFile, "domains_dir", "\"\(domainsDirectory)\": \(message.text)")
+            }
+        }
+        let domainErrors = diag.errors.count > errorsBeforeDomains
+        let names = NameIndex(domains: domains)
+
+        if let wanted = defaultDomain {
+            // When some domain file failed, check against every name that was declared so a
+            // typo elsewhere does not also produce a misleading default_domain error.
+            let known = domainErrors ? NameIndex(owners.map { (name: $0.key, domain: 0) }) : names
+            if wanted.contains("*") {
+                diag.add(mainFile, "tls.default_domain", "\"\(wanted)\" is a wildcard; name a concrete host name")
+            } else if known.lookup(wanted) == nil {
+                diag.add(mainFile, "tls.default_domain", "\"\(wanted)\" is not one of the configured names")
+            }
+        }
+
+        guard diag.errors.isEmpty else { throw ConfigErrors(diag.errors) }
+
+        if domains.isEmpty {
+            Log.warning("\(domainsDirectory): no domain files (*.toml); every request will be refused")
+        }
+        if !listeners.contains(where: { $0.proto == .https }) {
+            Log.warning("\(mainFile): no https listener configured")
+        }
+
+        return ConfigSnapshot(
+            mainFile: mainFile,
+            domainsDirectory: domainsDirectory,
+            workers: workers,
+            listeners: listeners,
+            timeouts: timeouts,
+            limits: limits,
+            tls: TLSSettings(defaultDomain: defaultDomain),
+            domains: domains,
+            names: names)
+    }
+
+    // MARK: - Main file
+
+    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls"]
+    static let listenerKeys: Set<String> = ["address", "protocol", "https_port"]
+    static let domainKeys: Set<String> = [
+        "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
+        "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
+    ]
+    /// Catches typos like `workers = 40000`; far above any real core count.
+    static let maxWorkers = 1024
+    /// A day; longer timeouts are almost certainly unit mistakes (ms for s) and would
+    /// overflow timer arithmetic elsewhere if absurdly large.
+    static let maxTimeoutSeconds = 86400.0
+    /// HSTS preload lists require at least a year.
+    static let preloadMinimumMaxAge = 31_536_000
+
+    static func parseListeners(_ main: TOMLSection, _ diag: inout Diagnostics) -> [ListenerConfig] {
+        let file = main.file
+        guard let sections = main.sectionArray("listener", &diag) else {
+            if main.table["listener"] == nil {
+                diag.add(file, "listener", "at least one [[listener]] is required")
+            }
+            return []
+        }
+        if sections.isEmpty {
+            diag.add(file, "listener", "at least one [[listener]] is required")
+        }
+        var listeners: [ListenerConfig] = []
+        var seen: [String: String] = [:]   // canonical address -> key path of first use
+        for section in sections {
+            section.rejectUnknownKeys(allowed: listenerKeys, &diag)
+            let address = section.string("address", required: true, &diag)
+            let protoText = section.string("protocol", required: true, &diag)
+            let httpsPortValue = section.int("https_port", &diag)
+
+            var parsedAddress: (host: String, port: UInt16)?
+            if let address {
+                switch Syntax.listenAddress(address) {
+                case .success(let a):
+                    let canonical = a.host.contains(":") ? "[\(a.host)]:\(a.port)" : "\(a.host):\(a.port)"
+                    if let first = seen[canonical] {
+                        diag.add(file, section.keyPath("address"), "address \(canonical) is already used by \(first)")
+                    } else {
+                        seen[canonical] = section.path
+                        parsedAddress = a
+                    }
+                case .failure(let m): diag.add(file, section.keyPath("address"), m.text)
+                }
+            }
+
+            var proto: ListenerProtocol?
+            if let protoText {
+                proto = ListenerProtocol(rawValue: protoText)
+                if proto == nil {
+                    diag.add(file, section.keyPath("protocol"), "unknown protocol \"\(protoText)\" (https, http)")
+                }
+            }
+
+            var httpsPort: UInt16 = 443
+            if let p = httpsPortValue {
+                if proto == .https {
+                    diag.add(file, section.keyPath("https_port"), "only valid for http listeners")
+                } else if (1 ... 65535).contains(p) {
+                    httpsPort = UInt16(p)
+                } else {
+                    diag.add(file, section.keyPath("https_port"), "port must be 1-65535, got \(p)")
+                }
+            }
+
+            if let a = parsedAddress, let proto {
+                listeners.append(ListenerConfig(host: a.host, port: a.port, proto: proto, httpsPort: httpsPort))
+            }
+        }
+        return listeners
+    }
+
+    static func parseTimeouts(_ main: TOMLSection, _ diag: inout Diagnostics) -> TimeoutSettings {
+        var timeouts = TimeoutSettings()
+        guard let section = main.section("timeouts", &diag) else { return timeouts }
+        let fields: [(String, WritableKeyPath<TimeoutSettings, Double>)] = [
+            ("handshake", \.handshake), ("request_header", \.requestHeader), ("idle", \.idle),
+            ("backend_connect", \.backendConnect), ("backend_response", \.backendResponse),
+            ("drain", \.drain),
+        ]
+        section.rejectUnknownKeys(allowed: Set(fields.map(\.0)), &diag)
+        for (key, field) in fields {
+            guard let seconds = section.number(key, &diag) else { continue }
+            if !(seconds > 0) || !seconds.isFinite {
+                diag.add(main.file, section.keyPath(key), "must be a positive number of seconds, got \(seconds)")
+            } else if seconds > maxTimeoutSeconds {
+                diag.add(main.file, section.keyPath(key), "must be at most \(Int(maxTimeoutSeconds)) seconds, got \(seconds)")
+            } else {
+                timeouts[keyPath: field] = seconds
+            }
+        }
+        return timeouts
+    }
+
+    static func parseLimits(_ main: TOMLSection, _ diag: inout Diagnostics) -> LimitSettings {
+        var limits = LimitSettings()
+        guard let section = main.section("limits", &diag) else { return limits }
+        let fields: [(String, WritableKeyPath<LimitSettings, Int>)] = [
+            ("max_request_line", \.maxRequestLineBytes), ("max_header_bytes", \.maxHeaderBytes),
+            ("max_header_count", \.maxHeaderCount), ("max_connections", \.maxConnections),
+        ]
+        section.rejectUnknownKeys(allowed: Set(fields.map(\.0)), &diag)
+        for (key, field) in fields {
+            guard let value = section.int(key, &diag) else { continue }
+            // Upper bound keeps size arithmetic in the parser/proxy far from overflow.
+            if value > 0 && value <= Int(Int32.max) {
+                limits[keyPath: field] = value
+            } else {
+                diag.add(main.file, section.keyPath(key), "must be between 1 and \(Int32.max), got \(value)")
+            }
+        }
+        return limits
+    }
+
+    // MARK: - Domain files
+
+    /// Returns nil when the file has any error (already recorded). `owners` maps every
+    /// name declared so far to its file, including names from files that failed, so a
+    /// duplicate is reported even when the other file also has unrelated errors.
+    static func parseDomain(
+        _ file: String, id: Int, owners: inout [String: String], _ diag: inout Diagnostics
+    ) -> DomainConfig? {
+        let before = diag.errors.count
+        guard let table = parse(file, &diag) else { return nil }
+        let section = TOMLSection(table: table, file: file, path: "")
+        section.rejectUnknownKeys(allowed: domainKeys, &diag)
+
+        var names: [String] = []
+        if let raw = section.stringArray("names", required: true, &diag) {
+            if raw.isEmpty { diag.add(file, "names", "must list at least one name") }
+            var local = Set<String>()
+            for entry in raw {
+                switch Syntax.normalizeName(entry, allowWildcard: true) {
+                case .failure(let m):
+                    diag.add(file, "names", m.text)
+                case .success(let name):
+                    if !local.insert(name).inserted {
+                        diag.add(file, "names", "\"\(name)\" is listed twice")
+                    } else if let other = owners[name] {
+                        diag.add(file, "names", "\"\(name)\" is already configured in \(other)")
+                    } else {
+                        owners[name] = file
+                        names.append(name)
+                    }
+                }
+            }
+        }
+
+        var backend: Backend?
+        if let raw = section.string("backend", required: true, &diag) {
+            switch Syntax.backend(raw) {
+            case .success(let b): backend = b
+            case .failure(let m): diag.add(file, "backend", m.text)
+            }
+        }
+
+        let directory = FileSystem.directory(of: file)
+        func path(_ key: String) -> String? {
+            guard let raw = section.string(key, required: true, &diag) else { return nil }
+            guard !raw.isEmpty else { diag.add(file, key, "must not be empty"); return nil }
+            return FileSystem.absolute(raw, relativeTo: directory)
+        }
+        let certificate = path("certificate")
+        let key = path("key")
+
+        var profile = TLSProfileName.modern
+        if let raw = section.string("tls_profile", &diag) {
+            if let p = TLSProfileName(rawValue: raw) {
+                profile = p
+            } else {
+                let known = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
+                diag.add(file, "tls_profile", "unknown profile \"\(raw)\" (\(known))")
+            }
+        }
+
+        let redirectHTTP = section.bool("redirect_http", &diag) ?? true
+
+        var maxAge = 31_536_000
+        if let value = section.int("hsts_max_age", &diag) {
+            if value >= 0 { maxAge = value } else { diag.add(file, "hsts_max_age", "must be >= 0 (0 disables HSTS), got \(value)") }
+        }
+        let includeSubdomains = section.bool("hsts_include_subdomains", &diag) ?? false
+        let preload = section.bool("hsts_preload", &diag) ?? false
+        if preload {
+            if !includeSubdomains {
+                diag.add(file, "hsts_preload", "requires hsts_include_subdomains = true")
+            }
+            if maxAge < preloadMinimumMaxAge {
+                diag.add(file, "hsts_preload", "requires hsts_max_age >= \(preloadMinimumMaxAge), got \(maxAge)")
+            }
+        }
+
+        var maxBody: UInt64?
+        if let value = section.int("max_body_bytes", &diag) {
+            if value > 0 { maxBody = UInt64(value) } else { diag.add(file, "max_body_bytes", "must be > 0, got \(value)") }
+        }
+
+        guard diag.errors.count == before, !names.isEmpty, let backend, let certificate, let key else {
+            return nil
+        }
+        return DomainConfig(
+            id: id, file: file, names: names, backend: backend, certificate: certificate, key: key,
+            tlsProfile: profile, redirectHTTP: redirectHTTP, hstsMaxAge: maxAge,
+            hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody)
+    }
+
+    // MARK: - Helpers
+
+    /// Reads and parses one file; nil (with the error recorded) on any failure.
+    static func parse(_ file: String, _ diag: inout Diagnostics) -> TOMLTable? {
+        let bytes: [UInt8]
+        switch FileSystem.readFile(file) {
+        case .success(let b): bytes = b
+        case .failure(let m):
+            diag.add(file, nil, m.text)
+            return nil
+        }
+        // toml++ takes a C string, so a NUL would silently truncate the document.
+        if let nul = bytes.firstIndex(of: 0) {
+            let line = bytes[..<nul].reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+            diag.errors.append(ConfigError(file: file, line: line, message: "NUL byte in file"))
+            return nil
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            diag.add(file, nil, "not valid UTF-8")
+            return nil
+        }
+        do {
+            return try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            diag.errors.append(ConfigError(
+                file: file, line: error.source.begin.line, column: error.source.begin.column,
+                message: error.description))
+            return nil
+        } catch {
+            diag.add(file, nil, "\(error)")
+            return nil
+        }
+    }
+
+    /// Same normalization the name index applies to queries.
+    static func normalizeQuery(_ name: String) -> String {
+        var bytes = Array(name.utf8).map(NameIndex.lower)
+        if bytes.last == UInt8(ascii: ".") { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,234 @@
+/// One immutable, fully validated configuration. Built once per (re)load and shared
+/// read-only by every worker, so nothing here is ever mutated after `ConfigLoader` returns.
+public struct ConfigSnapshot: Sendable {
+    /// Absolute path of gatehouse.toml.
+    public let mainFile: String
+    /// Absolute path of the directory holding the per-domain files.
+    public let domainsDirectory: String
+    /// Worker count; 0 means one per core.
+    public let workers: Int
+    /// At least one when produced by the loader.
+    public let listeners: [ListenerConfig]
+    public let timeouts: TimeoutSettings
+    public let limits: LimitSettings
+    public let tls: TLSSettings
+    /// Sorted by file name; `domains[i].id == i` so ids double as array indices.
+    public let domains: [DomainConfig]
+    /// Maps SNI / Host names to indices into `domains`.
+    public let names: NameIndex
+
+    public init(
+        mainFile: String,
+        domainsDirectory: String,
+        workers: Int = 1,
+        listeners: [ListenerConfig],
+        timeouts: TimeoutSettings = TimeoutSettings(),
+        limits: LimitSettings = LimitSettings(),
+        tls: TLSSettings = TLSSettings(),
+        domains: [DomainConfig],
+        names: NameIndex
+    ) {
+        self.mainFile = mainFile
+        self.domainsDirectory = domainsDirectory
+        self.workers = workers
+        self.listeners = listeners
+        self.timeouts = timeouts
+        self.limits = limits
+        self.tls = tls
+        self.domains = domains
+        self.names = names
+    }
+
+    /// Convenience for small hand-built snapshots (tests, TLS layer): the name index is
+    /// derived from `domains` so the two can never disagree.
+    public init(
+        mainFile: String,
+        domainsDirectory: String,
+        workers: Int = 1,
+        listeners: [ListenerConfig],
+        timeouts: TimeoutSettings = TimeoutSettings(),
+        limits: LimitSettings = LimitSettings(),
+        tls: TLSSettings = TLSSettings(),
+        domains: [DomainConfig]
+    ) {
+        self.init(
+            mainFile: mainFile, domainsDirectory: domainsDirectory, workers: workers,
+            listeners: listeners, timeouts: timeouts, limits: limits, tls: tls,
+            domains: domains, names: NameIndex(domains: domains))
+    }
+
+    /// The domain served to clients without SNI or with an unknown name, if configured.
+    /// Resolved through `names` so it agrees with what a client sending that name gets.
+    public var defaultDomainID: Int? {
+        guard let name = tls.defaultDomain else { return nil }
+        return names.lookup(name)
+    }
+
+    /// The domain for a Host / SNI name, or nil. Convenience over `names` + `domains`.
+    public func domain(for name: String) -> DomainConfig? {
+        guard let id = names.lookup(name), id >= 0, id < domains.count else { return nil }
+        return domains[id]
+    }
+}
+
+public enum ListenerProtocol: String, Sendable, CaseIterable {
+    case https, http
+}
+
+public struct ListenerConfig: Sendable, Equatable {
+    /// Numeric IPv4 or IPv6 literal without brackets ("0.0.0.0", "::").
+    public var host: String
+    public var port: UInt16
+    /// TOML key `protocol` (a Swift keyword, hence the short name).
+    public var proto: ListenerProtocol
+    /// Where plain-HTTP listeners redirect to (TOML `https_port`); ignored for https.
+    public var httpsPort: UInt16
+
+    public init(host: String, port: UInt16, proto: ListenerProtocol, httpsPort: UInt16 = 443) {
+        self.host = host
+        self.port = port
+        self.proto = proto
+        self.httpsPort = httpsPort
+    }
+
+    /// "host:port", bracketing IPv6 so the text is unambiguous in logs.
+    public var address: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// `[timeouts]`, all in seconds and strictly positive.
+public struct TimeoutSettings: Sendable, Equatable {
+    public var handshake: Double = 10
+    public var requestHeader: Double = 10
+    public var idle: Double = 60
+    public var backendConnect: Double = 5
+    public var backendResponse: Double = 60
+    public var drain: Double = 30
+
+    public init(
+        handshake: Double = 10, requestHeader: Double = 10, idle: Double = 60,
+        backendConnect: Double = 5, backendResponse: Double = 60, drain: Double = 30
+    ) {
+        self.handshake = handshake
+        self.requestHeader = requestHeader
+        self.idle = idle
+        self.backendConnect = backendConnect
+        self.backendResponse = backendResponse
+        self.drain = drain
+    }
+}
+
+/// `[limits]`, all strictly positive.
+public struct LimitSettings: Sendable, Equatable {
+    public var maxRequestLineBytes: Int = 8192
+    public var maxHeaderBytes: Int = 32768
+    public var maxHeaderCount: Int = 100
+    /// Accepting pauses while this many client connections are open.
+    public var maxConnections: Int = 10000
+
+    public init(
+        maxRequestLineBytes: Int = 8192, maxHeaderBytes: Int = 32768,
+        maxHeaderCount: Int = 100, maxConnections: Int = 10000
+    ) {
+        self.maxRequestLineBytes = maxRequestLineBytes
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderCount = maxHeaderCount
+        self.maxConnections = maxConnections
+    }
+}
+
+/// `[tls]`.
+public struct TLSSettings: Sendable, Equatable {
+    /// Served to clients without SNI or with an unknown name; normalized like domain names.
+    public var defaultDomain: String?
+
+    public init(defaultDomain: String? = nil) {
+        self.defaultDomain = defaultDomain
+    }
+}
+
+public enum TLSProfileName: String, Sendable, CaseIterable {
+    case modern, legacy, strict
+}
+
+public enum Backend: Sendable, Equatable, CustomStringConvertible {
+    /// Hostnames are kept as written; the proxy resolves them.
+    case tcp(host: String, port: UInt16)
+    /// Absolute path of a Unix domain socket.
+    case unix(path: String)
+
+    /// Same syntax the config accepts, so log lines can be pasted back into a file.
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port):
+            host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path):
+            "unix:\(path)"
+        }
+    }
+}
+
+public struct DomainConfig: Sendable, Equatable {
+    /// Index in `ConfigSnapshot.domains`.
+    public let id: Int
+    /// Absolute path of the domains.d file it came from (for error messages and logs).
+    public let file: String
+    /// Lowercase, no trailing dot; `names[0]` is the primary name. Never empty.
+    public let names: [String]
+    public let backend: Backend
+    /// Absolute paths; read by the TLS layer, not here.
+    public let certificate: String
+    public let key: String
+    public let tlsProfile: TLSProfileName
+    public let redirectHTTP: Bool
+    /// 0 disables HSTS.
+    public let hstsMaxAge: Int
+    public let hstsIncludeSubdomains: Bool
+    public let hstsPreload: Bool
+    public let maxBodyBytes: UInt64?
+    /// Precomputed once so the proxy copies bytes instead of formatting per response.
+    public let hstsHeaderValue: String?
+
+    public var primaryName: String { names[0] }
+
+    /// `hstsHeaderValue` is derived from the HSTS fields so it can never disagree with them.
+    public init(
+        id: Int,
+        file: String,
+        names: [String],
+        backend: Backend,
+        certificate: String,
+        key: String,
+        tlsProfile: TLSProfileName = .modern,
+        redirectHTTP: Bool = true,
+        hstsMaxAge: Int = 31_536_000,
+        hstsIncludeSubdomains: Bool = false,
+        hstsPreload: Bool = false,
+        maxBodyBytes: UInt64? = nil
+    ) {
+        precondition(!names.isEmpty, "a domain needs at least one name")
+        self.id = id
+        self.file = file
+        self.names = names
+        self.backend = backend
+        self.certificate = certificate
+        self.key = key
+        self.tlsProfile = tlsProfile
+        self.redirectHTTP = redirectHTTP
+        self.hstsMaxAge = hstsMaxAge
+        self.hstsIncludeSubdomains = hstsIncludeSubdomains
+        self.hstsPreload = hstsPreload
+        self.maxBodyBytes = maxBodyBytes
+        self.hstsHeaderValue = DomainConfig.hstsHeader(
+            maxAge: hstsMaxAge, includeSubdomains: hstsIncludeSubdomains, preload: hstsPreload)
+    }
+
+    static func hstsHeader(maxAge: Int, includeSubdomains: Bool, preload: Bool) -> String? {
+        guard maxAge > 0 else { return nil }
+        var value = "max-age=\(maxAge)"
+        if includeSubdomains { value += "; includeSubDomains" }
+        if preload { value += "; preload" }
+        return value
+    }
+}

@@ -1,0 +1,670 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import COpenSSL
+import GatehouseConfig
+import GatehouseHTTP
+import GatehouseLog
+import GatehouseTLS
+
+/// One client connection, from accept to close: the single state object the
+/// callbacks (in lifecycle order below) operate on. It keeps the runtime it
+/// was accepted under, so a reload never changes a connection in flight.
+final class ClientConnection {
+    unowned let worker: Worker
+    let runtime: ProxyRuntime
+    let listener: ListenerSettings
+    let bev: OpaquePointer
+    let ssl: OpaquePointer?
+    private let timer: OpaquePointer
+    let clientAddress: [UInt8]
+
+    private var clock: ConnectionClock
+    private var state: State = .handshake
+    private var parser: RequestHeadParser
+    private var exchange: Exchange?
+    /// Balanced in `close()`: the connection owns itself while open.
+    private var retained: Unmanaged<ClientConnection>?
+    /// Reading from the backend is paused until the client drains its output.
+    private var backendReadPaused = false
+    /// Reading from the client is paused until the backend drains its output.
+    private var clientReadPaused = false
+
+    enum State: Equatable {
+        case handshake
+        case readingHead
+        case forwarding
+        /// Final response queued: close once the output is flushed.
+        case closing
+        case closed
+    }
+
+    /// The request in flight and its response.
+    struct Exchange {
+        var method: Method
+        var clientVersion: HTTPVersion
+        var requestKeepAlive: Bool
+        var route: ProxyRuntime.Route
+        var requestBody: BodyState
+        var requestHadBody: Bool
+        var backend: BackendConnection?
+        /// The upstream head, kept until the response starts so a request that
+        /// hit a stale pooled connection can be retried once.
+        var upstreamHead: [UInt8]
+        var retried = false
+        var response: ResponseState = .awaitingHead
+        var responseParser: ResponseHeadParser
+        var responseBody: BodyState = .done
+        /// Chunked from the backend and chunked to the client (else decoded raw).
+        var reframeChunks = false
+        var clientKeepAlive = false
+        var backendReusable = false
+        var responseStarted = false
+        /// Some response bytes arrived (a retry would no longer be safe).
+        var responseBytesSeen = false
+    }
+
+    enum ResponseState { case awaitingHead, body, done }
+
+    init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, address: UnsafePointer<sockaddr>?) throws(AcceptError) {
+        self.worker = worker
+        self.runtime = runtime
+        self.listener = listener
+        self.clientAddress = address.map { SocketAddress.numericHost($0) } ?? Array("-".utf8)
+        let options = Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)
+        let now = monotonicNow()
+        if listener.scheme == .https {
+            guard let ssl = runtime.tls.makeSSL() else { throw AcceptError.tls }
+            guard let bev = bufferevent_openssl_socket_new(worker.base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, options) else {
+                SSL_free(ssl)
+                throw AcceptError.bufferevent
+            }
+            self.ssl = ssl
+            self.bev = bev
+            self.clock = ConnectionClock(phase: .handshake, now: now)
+            self.state = .handshake
+        } else {
+            guard let bev = bufferevent_socket_new(worker.base, fd, options) else { throw AcceptError.bufferevent }
+            self.ssl = nil
+            self.bev = bev
+            self.clock = ConnectionClock(phase: .firstRequest, now: now)
+            self.state = .readingHead
+        }
+        self.parser = RequestHeadParser(limits: runtime.limits)
+        // The timer needs `self` as its argument, which exists only once every
+        // stored property does: allocate it first, point it at `self` after.
+        guard let timer = event_new(worker.base, -1, 0, Callbacks.clientTimer, nil) else {
+            bufferevent_free(bev)
+            throw AcceptError.bufferevent
+        }
+        self.timer = timer
+        let retained = Unmanaged.passRetained(self)
+        self.retained = retained
+        event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
+        Callbacks.install(client: self, bev: bev, context: retained.toOpaque())
+        bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
+        _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        armTimer()
+    }
+
+    enum AcceptError: Error { case tls, bufferevent }
+
+    private var input: OpaquePointer { bufferevent_get_input(bev) }
+    private var output: OpaquePointer { bufferevent_get_output(bev) }
+
+    // MARK: - Lifecycle: handshake
+
+    func clientEvent(_ what: Int16) {
+        if what & Int16(BEV_EVENT_CONNECTED) != 0 {
+            // TLS handshake complete. The first request is timed from here.
+            guard state == .handshake else { return }
+            state = .readingHead
+            enter(.firstRequest)
+            clientReadable()
+            return
+        }
+        if state == .handshake, Log.enabled(.debug) {
+            Log.debug("handshake failed from \(String(decoding: clientAddress, as: UTF8.self)): \(tlsErrorDescription())")
+        }
+        // EOF or error: the client is gone. Abort whatever is in flight; the
+        // backend connection cannot be reused mid-exchange.
+        abortExchange()
+        close()
+    }
+
+    // MARK: - Lifecycle: request head
+
+    func clientReadable() {
+        switch state {
+        case .readingHead:
+            readHead()
+        case .forwarding:
+            if exchange?.requestBody.isDone == false { pumpRequestBody() }
+            // Otherwise pipelined bytes wait for the current response.
+        case .handshake, .closing, .closed:
+            break
+        }
+    }
+
+    private func readHead() {
+        while state == .readingHead {
+            let available = input.evLength
+            guard available > 0 else { return }
+            if clock.phase == .idle || clock.phase == .firstRequest { enter(.head) }
+            let bytes = Evbuffer.front(input, max: runtime.limits.maxHeaderBytes + 1)
+            switch parser.parse(bytes) {
+            case .incomplete:
+                return
+            case .error(let error):
+                logRejected(error)
+                respondLocally(status: error.status, close: true)
+                return
+            case .complete(let head):
+                startRequest(head, bytes: bytes)
+            }
+        }
+    }
+
+    private func logRejected(_ error: HTTPParseError) {
+        Log.notice("rejected request from \(String(decoding: clientAddress, as: UTF8.self)): \(error.status) \(error)")
+    }
+
+    private func startRequest(_ head: RequestHead, bytes: UnsafeRawBufferPointer) {
+        let hostName = head.host.map { hostWithoutPort(bytes[span: $0]) }
+        let hostDomain = hostName.flatMap { runtime.snapshot.names.lookup($0) }
+        let hasBody = head.framing != .none
+
+        let routeID: Int
+        switch listener.scheme {
+        case .https:
+            let sniDomain = ssl.flatMap { TLSServer.selectedDomain(of: $0) }
+            // RFC 9110 §15.5.20: a Host that belongs to another domain entry
+            // than the handshake did is misdirected (it could otherwise reach a
+            // modern domain over a legacy domain's TLS version).
+            guard let sni = sniDomain, hostDomain ?? sni == sni, head.host == nil || hostDomain != nil else {
+                finishLocal(head, bytes: bytes, status: 421, close: true)
+                return
+            }
+            routeID = sni
+        case .http:
+            guard let domain = hostDomain else {
+                finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
+                return
+            }
+            let path = bytes[span: head.path]
+            if !Self.isACMEChallenge(path) {
+                guard runtime.routes[domain].domain.redirectHTTP, let hostName else {
+                    finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
+                    return
+                }
+                var sink = EvbufferSink(buffer: output)
+                let keepAlive = head.keepAlive && !hasBody && !worker.draining
+                writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
+                evbuffer_drain(input, head.headLength)
+                parser.reset()
+                if keepAlive { enter(.idle) } else { beginClosing() }
+                return
+            }
+            routeID = domain
+        }
+
+        let route = runtime.routes[routeID]
+        if case .contentLength(let n) = head.framing, let max = route.domain.maxBodyBytes, n > max {
+            finishLocal(head, bytes: bytes, status: 413, close: true)
+            return
+        }
+
+        // The upstream head is rendered once; kept for a possible retry.
+        var rendered = ByteArraySink()
+        writeUpstreamRequestHead(head, in: bytes, clientAddress: clientAddress.withUnsafeBytes { $0 },
+                                 scheme: listener.scheme, into: &rendered)
+        var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
+                          route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits),
+                          requestHadBody: hasBody && head.framing != .contentLength(0),
+                          upstreamHead: rendered.bytes, responseParser: ResponseHeadParser(limits: runtime.limits))
+        let expectContinue = head.expectContinue && hasBody
+        evbuffer_drain(input, head.headLength)
+        parser.reset()
+        state = .forwarding
+
+        guard let backend = acquireBackend(route) else {
+            exchange = ex
+            failExchange(status: 502, reason: "cannot connect to backend \(route.domain.backend)")
+            return
+        }
+        ex.backend = backend
+        exchange = ex
+        sendUpstreamHead(to: backend)
+        if expectContinue {
+            // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
+            // sees Expect (it is stripped with the hop-by-hop fields).
+            var sink = EvbufferSink(buffer: output)
+            writeContinue(into: &sink)
+        }
+        enter(backend.connected ? (ex.requestBody.isDone ? .backendResponse : .body) : .backendConnect)
+        pumpRequestBody()
+    }
+
+    /// Answers a request Gatehouse handles itself; the body (if any) is not read,
+    /// so such answers close the connection when one was sent.
+    private func finishLocal(_ head: RequestHead, bytes: UnsafeRawBufferPointer, status: Int, close: Bool) {
+        evbuffer_drain(input, head.headLength)
+        parser.reset()
+        respondLocally(status: status, close: close || head.framing != .none || !head.keepAlive)
+    }
+
+    static let acmePrefix = Array("/.well-known/acme-challenge/".utf8)
+
+    static func isACMEChallenge(_ path: UnsafeRawBufferPointer) -> Bool {
+        path.count > acmePrefix.count && zip(path, acmePrefix).allSatisfy { $0 == $1 }
+    }
+
+    private func acquireBackend(_ route: ProxyRuntime.Route) -> BackendConnection? {
+        if let pooled = worker.pool.take(route.poolKey, now: monotonicNow()) {
+            pooled.client = self
+            return pooled
+        }
+        guard let address = route.backend else { return nil }
+        let conn = BackendConnection.connect(base: worker.base, to: address, poolKey: route.poolKey)
+        conn?.client = self
+        return conn
+    }
+
+    private func sendUpstreamHead(to backend: BackendConnection) {
+        guard let ex = exchange else { return }
+        ex.upstreamHead.withUnsafeBytes { raw in
+            _ = evbuffer_add(backend.output, raw.baseAddress, raw.count)
+        }
+    }
+
+    // MARK: - Lifecycle: request body
+
+    private func pumpRequestBody() {
+        guard var ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
+        let result = ex.requestBody.pump(from: input, to: backend.output, reframe: true)
+        exchange = ex
+        switch result {
+        case .progress, .needMore:
+            clock.progress(now: monotonicNow())
+            if backend.output.evLength > ProxyBuffers.writeHighWater { pauseClientRead() }
+        case .done:
+            clock.progress(now: monotonicNow())
+            if clock.phase == .body { enter(.backendResponse) }
+        case .error(let error):
+            logRejected(error)
+            if ex.responseStarted {
+                abortExchange()
+                close()
+            } else {
+                failExchange(status: error.status, reason: nil)
+            }
+        case .closedEarly:
+            break
+        }
+    }
+
+    private func pauseClientRead() {
+        guard !clientReadPaused else { return }
+        clientReadPaused = true
+        _ = bufferevent_disable(bev, Int16(EV_READ))
+    }
+
+    private func resumeClientRead() {
+        guard clientReadPaused else { return }
+        clientReadPaused = false
+        _ = bufferevent_enable(bev, Int16(EV_READ))
+    }
+
+    // MARK: - Lifecycle: backend
+
+    func backendConnected(_ backend: BackendConnection) {
+        guard let ex = exchange, ex.backend === backend, clock.phase == .backendConnect else { return }
+        enter(ex.requestBody.isDone ? .backendResponse : .body)
+    }
+
+    func backendWritable(_ backend: BackendConnection) {
+        // Output drained: take more of the request body.
+        guard exchange?.backend === backend else { return }
+        resumeClientRead()
+        pumpRequestBody()
+    }
+
+    func backendFailed(_ backend: BackendConnection, eof: Bool) {
+        guard var ex = exchange, ex.backend === backend else {
+            backend.close()
+            return
+        }
+        if ex.response == .body, case .untilClose = ex.responseBody, eof {
+            // Close-delimited response: EOF is its end.
+            pumpResponse(from: backend)
+            ex = exchange ?? ex
+            ex.responseBody = .done
+            exchange = ex
+            finishResponse()
+            return
+        }
+        backend.close()
+        ex.backend = nil
+        exchange = ex
+        if !ex.responseStarted {
+            // A pooled connection the backend had closed: retry once on a fresh
+            // one if nothing of the body was sent (RFC 9110 §9.2.2).
+            if backend.reused, !ex.retried, ex.method.isIdempotent, ex.requestBody.isDone,
+               !ex.requestHadBody, !ex.responseBytesSeen,
+               let fresh = acquireFresh(ex.route) {
+                ex.retried = true
+                ex.backend = fresh
+                exchange = ex
+                sendUpstreamHead(to: fresh)
+                enter(.backendConnect)
+                return
+            }
+            failExchange(status: 502, reason: "backend \(ex.route.domain.backend) closed the connection before responding")
+        } else {
+            // Mid-body: the client's response is truncated; closing is the only honest signal.
+            Log.warning("backend \(ex.route.domain.backend) closed mid-response")
+            exchange = nil
+            close()
+        }
+    }
+
+    private func acquireFresh(_ route: ProxyRuntime.Route) -> BackendConnection? {
+        guard let address = route.backend,
+              let conn = BackendConnection.connect(base: worker.base, to: address, poolKey: route.poolKey) else { return nil }
+        conn.client = self
+        return conn
+    }
+
+    // MARK: - Lifecycle: response
+
+    func backendReadable(_ backend: BackendConnection) {
+        guard exchange?.backend === backend else { return }
+        pumpResponse(from: backend)
+    }
+
+    private func pumpResponse(from backend: BackendConnection) {
+        while var ex = exchange, ex.backend === backend {
+            switch ex.response {
+            case .awaitingHead:
+                let bytes = Evbuffer.front(backend.input, max: runtime.limits.maxHeaderBytes + 1)
+                guard bytes.count > 0 else { return }
+                ex.responseBytesSeen = true
+                let result = ex.responseParser.parse(bytes, requestMethod: ex.method)
+                exchange = ex
+                switch result {
+                case .incomplete:
+                    if bytes.count > runtime.limits.maxHeaderBytes {
+                        failExchange(status: 502, reason: "backend response head too large")
+                    }
+                    return
+                case .error(let error):
+                    failExchange(status: 502, reason: "invalid response from backend \(ex.route.domain.backend): \(error)")
+                    return
+                case .complete(let head):
+                    startResponse(head, bytes: bytes, backend: backend)
+                }
+            case .body:
+                let result = ex.responseBody.pump(from: backend.input, to: output, reframe: ex.reframeChunks)
+                exchange = ex
+                switch result {
+                case .progress, .needMore:
+                    clock.progress(now: monotonicNow())
+                    if output.evLength > ProxyBuffers.writeHighWater { pauseBackendRead(backend) }
+                    return
+                case .done:
+                    finishResponse()
+                case .error(let error):
+                    Log.warning("invalid response body from backend \(ex.route.domain.backend): \(error)")
+                    abortExchange()
+                    close()
+                    return
+                case .closedEarly:
+                    return
+                }
+            case .done:
+                return
+            }
+        }
+    }
+
+    private func startResponse(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
+        guard var ex = exchange else { return }
+        if (100..<200).contains(head.status) {
+            // RFC 9110 §15.2: interim responses pass through; 101 cannot, since
+            // Upgrade is never forwarded.
+            guard head.status != 101 else {
+                failExchange(status: 502, reason: "backend switched protocols without an Upgrade request")
+                return
+            }
+            var sink = EvbufferSink(buffer: output)
+            writeInterimResponseHead(head, in: bytes, into: &sink)
+            evbuffer_drain(backend.input, head.headLength)
+            ex.responseParser.reset()
+            exchange = ex
+            return
+        }
+        let clientFraming: BodyFraming
+        switch head.framing {
+        case .none:
+            clientFraming = .none
+            ex.responseBody = .done
+        case .contentLength(let n):
+            clientFraming = .contentLength(n)
+            ex.responseBody = n == 0 ? .done : .length(n)
+        case .chunked:
+            ex.reframeChunks = ex.clientVersion == .http11
+            clientFraming = ex.reframeChunks ? .chunked : .untilClose
+            ex.responseBody = .chunked(ChunkedDecoder(limits: runtime.limits))
+        case .untilClose:
+            clientFraming = .untilClose
+            ex.responseBody = .untilClose
+        }
+        ex.clientKeepAlive = ex.requestKeepAlive && clientFraming != .untilClose
+            && ex.requestBody.isDone && !worker.draining
+        ex.backendReusable = head.keepAlive && head.framing != .untilClose
+        ex.response = .body
+        ex.responseStarted = true
+        ex.upstreamHead = []
+        var sink = EvbufferSink(buffer: output)
+        ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+            writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: ex.clientKeepAlive,
+                                    clientVersion: ex.clientVersion, hsts: hsts, into: &sink)
+        }
+        evbuffer_drain(backend.input, head.headLength)
+        exchange = ex
+        enter(.responding)
+    }
+
+    private func finishResponse() {
+        guard let ex = exchange else { return }
+        exchange = nil
+        if let backend = ex.backend {
+            if ex.backendReusable, ex.requestBody.isDone, !backend.closed {
+                resumeBackendRead(backend)
+                worker.pool.put(backend, now: monotonicNow())
+            } else {
+                backend.close()
+            }
+        }
+        resumeClientRead()
+        guard ex.clientKeepAlive, state == .forwarding else {
+            beginClosing()
+            return
+        }
+        state = .readingHead
+        enter(.idle)
+        // Pipelined requests already buffered are answered in order.
+        if input.evLength > 0 { readHead() }
+    }
+
+    private func pauseBackendRead(_ backend: BackendConnection) {
+        guard !backendReadPaused else { return }
+        backendReadPaused = true
+        _ = bufferevent_disable(backend.bev, Int16(EV_READ))
+    }
+
+    private func resumeBackendRead(_ backend: BackendConnection) {
+        guard backendReadPaused else { return }
+        backendReadPaused = false
+        _ = bufferevent_enable(backend.bev, Int16(EV_READ))
+    }
+
+    func clientWritable() {
+        // Fires when the output has fully drained.
+        if state == .closing {
+            close()
+            return
+        }
+        if let backend = exchange?.backend, backendReadPaused {
+            resumeBackendRead(backend)
+            pumpResponse(from: backend)
+        }
+    }
+
+    // MARK: - Errors and local responses
+
+    /// The exchange failed before any response byte went to the client.
+    private func failExchange(status: Int, reason: String?) {
+        if let reason { Log.warning("\(status): \(reason)") }
+        abortExchange()
+        respondLocally(status: status, close: true)
+    }
+
+    private func respondLocally(status: Int, close: Bool) {
+        var sink = EvbufferSink(buffer: output)
+        let hstsBytes = listener.scheme == .https ? localHSTS() : nil
+        hstsBytes.withOptionalBytes(enabled: true) { hsts in
+            writeErrorResponse(status: status, hsts: hsts, close: close, into: &sink)
+        }
+        if close {
+            beginClosing()
+        } else {
+            state = .readingHead
+            enter(.idle)
+        }
+    }
+
+    /// HSTS for Gatehouse's own responses: the handshake's domain policy.
+    private func localHSTS() -> [UInt8]? {
+        if let route = exchange?.route { return route.hsts }
+        guard let ssl, let id = TLSServer.selectedDomain(of: ssl), id < runtime.routes.count else { return nil }
+        return runtime.routes[id].hsts
+    }
+
+    /// Drops the backend side of the current exchange without reusing it.
+    private func abortExchange() {
+        if let backend = exchange?.backend { backend.close() }
+        exchange = nil
+    }
+
+    private func beginClosing() {
+        guard state != .closed else { return }
+        abortExchange()
+        state = .closing
+        _ = bufferevent_disable(bev, Int16(EV_READ))
+        enter(.closing)
+        if output.evLength == 0 { close() }
+    }
+
+    func close() {
+        guard state != .closed else { return }
+        state = .closed
+        abortExchange()
+        event_free(timer)
+        if let ssl {
+            // libevent 2.1 never sends close_notify: say goodbye properly when
+            // the handshake got that far.
+            if SSL_is_init_finished(ssl) == 1 {
+                SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN)
+                _ = SSL_shutdown(ssl)
+            }
+        }
+        bufferevent_free(bev)
+        worker.connectionClosed(self)
+        let r = retained
+        retained = nil
+        r?.release()
+    }
+
+    /// Draining: a connection between requests is closed now (with
+    /// close_notify); one in the middle of a request finishes it first.
+    func closeIfIdle() {
+        guard state == .readingHead || state == .handshake, input.evLength == 0 else { return }
+        switch clock.phase {
+        case .idle, .firstRequest, .handshake: close()
+        default: break
+        }
+    }
+
+    // MARK: - Timers
+
+    private func enter(_ phase: ConnectionClock.Phase) {
+        clock.enter(phase, now: monotonicNow())
+        armTimer()
+    }
+
+    private func armTimer() {
+        var tv = timeval(seconds: clock.deadline(runtime.snapshot.timeouts) - monotonicNow())
+        event_add(timer, &tv)
+    }
+
+    func timerFired() {
+        guard state != .closed else { return }
+        guard let expiry = clock.expiry(now: monotonicNow(), runtime.snapshot.timeouts) else {
+            armTimer()
+            return
+        }
+        switch expiry {
+        case .close:
+            abortExchange()
+            close()
+        case .respond(let status):
+            if exchange?.responseStarted == true {
+                abortExchange()
+                close()
+            } else {
+                if status == 408 {
+                    Log.notice("request head timeout from \(String(decoding: clientAddress, as: UTF8.self))")
+                }
+                failExchange(status: status, reason: status == 408 ? nil : "backend timeout (\(clock.phase))")
+            }
+        }
+    }
+
+    private func tlsErrorDescription() -> String {
+        var code = bufferevent_get_openssl_error(bev)
+        while code != 0 {
+            // libevent also reports its own SSL_get_error() codes (1, 5).
+            if code > 255 {
+                var buf = [CChar](repeating: 0, count: 200)
+                ERR_error_string_n(code, &buf, buf.count)
+                return String(cString: buf)
+            }
+            code = bufferevent_get_openssl_error(bev)
+        }
+        return "connection closed"
+    }
+}
+
+/// How a listener's connections behave.
+struct ListenerSettings: Sendable {
+    let scheme: Scheme
+    /// For http listeners: the port written into 301 Locations.
+    let httpsPort: UInt16
+}
+
+/// Renders into a Swift array (used once per request for the upstream head,
+/// which must survive until a possible retry).
+struct ByteArraySink: ByteSink {
+    var bytes: [UInt8] = []
+    init() { bytes.reserveCapacity(1024) }
+    mutating func write(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    func withOptionalBytes<R>(enabled: Bool, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        guard enabled, let bytes = self else { return body(nil) }
+        return bytes.withUnsafeBytes { body($0) }
+    }
+}

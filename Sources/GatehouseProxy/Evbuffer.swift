@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import GatehouseHTTP
+
+/// Writes straight into a libevent output buffer.
+struct EvbufferSink: ByteSink {
+    let buffer: OpaquePointer
+
+    @inline(__always)
+    mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        if let base = bytes.baseAddress, bytes.count > 0 { evbuffer_add(buffer, base, bytes.count) }
+    }
+}
+
+extension OpaquePointer {
+    /// evbuffer length.
+    @inline(__always) var evLength: Int { evbuffer_get_length(self) }
+}
+
+enum Evbuffer {
+    /// The first `max` buffered bytes, made contiguous in place.
+    @inline(__always)
+    static func front(_ buffer: OpaquePointer, max: Int) -> UnsafeRawBufferPointer {
+        let n = Swift.min(buffer.evLength, max)
+        guard n > 0, let p = evbuffer_pullup(buffer, n) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: p, count: n)
+    }
+
+    /// Moves up to `count` bytes between buffers (chains are moved, not copied, where possible).
+    @inline(__always)
+    static func move(from src: OpaquePointer, to dst: OpaquePointer, count: Int) -> Int {
+        Int(evbuffer_remove_buffer(src, dst, count))
+    }
+}
+
+/// Monotonic seconds, cheap enough for every read (vDSO, coarse).
+@inline(__always)
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func timeval(seconds: Double) -> timeval {
+    let s = Swift.max(0, seconds)
+    return Glibc.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1_000_000))
+}

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import GatehouseConfig
+import GatehouseHTTP
+import GatehouseLog
+
+/// One bound listening socket on a worker's event base.
+final class Listener {
+    unowned let worker: Worker
+    let config: ListenerConfig
+    let settings: ListenerSettings
+    private(set) var handle: OpaquePointer?
+    private var paused = false
+
+    init(worker: Worker, config: ListenerConfig) throws(ListenError) {
+        self.worker = worker
+        self.config = config
+        self.settings = ListenerSettings(scheme: config.proto == .https ? .https : .http, httpsPort: config.httpsPort)
+        guard let address = SocketAddress(host: config.host, port: config.port) else {
+            throw ListenError(description: "listener \(config.host):\(config.port): bad address")
+        }
+        // SO_REUSEPORT lets every worker bind its own socket on the same port.
+        let flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC)
+        let handle = address.withSockaddr { sa, len in
+            evconnlistener_new_bind(worker.base, Callbacks.accept, Unmanaged.passUnretained(self).toOpaque(),
+                                    flags, 511, sa, Int32(len))
+        }
+        guard let handle else {
+            throw ListenError(description: "cannot listen on \(address): \(String(cString: strerror(errno)))")
+        }
+        self.handle = handle
+        evconnlistener_set_error_cb(handle, Callbacks.acceptError)
+    }
+
+    deinit { close() }
+
+    func close() {
+        if let handle { evconnlistener_free(handle) }
+        handle = nil
+    }
+
+    func accepted(fd: Int32, address: UnsafeMutablePointer<sockaddr>?) {
+        if address.map({ Int32($0.pointee.sa_family) != AF_UNIX }) ?? false {
+            var one: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        worker.accept(fd: fd, address: address.map { UnsafePointer($0) }, listener: self)
+    }
+
+    func acceptFailed() {
+        let err = errno
+        // EMFILE/ENFILE: back off instead of spinning on a full descriptor table.
+        Log.error("accept on \(config.host):\(config.port): \(String(cString: strerror(err)))")
+        if err == EMFILE || err == ENFILE { worker.pauseAccepting() }
+    }
+
+    func pause() {
+        guard let handle, !paused else { return }
+        paused = true
+        _ = evconnlistener_disable(handle)
+    }
+
+    func resume() {
+        guard let handle, paused else { return }
+        paused = false
+        _ = evconnlistener_enable(handle)
+    }
+}
+
+public struct ListenError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}

@@ -1,0 +1,44 @@
+import GatehouseConfig
+import GatehouseHTTP
+import GatehouseLog
+import GatehouseTLS
+
+/// Everything the workers need from one configuration snapshot, prepared off
+/// the event loops and then only read: config → snapshot → runtime → workers.
+public final class ProxyRuntime: Sendable {
+    public let snapshot: ConfigSnapshot
+    public let tls: TLSServer
+    let routes: [Route]
+    let limits: HTTPLimits
+
+    struct Route: Sendable {
+        let domain: DomainConfig
+        /// nil when the backend's host did not resolve at load time (502s).
+        let backend: SocketAddress?
+        /// Pool key: connections are shared by domains with the same backend.
+        let poolKey: String
+        /// Pre-rendered HSTS value, nil when disabled.
+        let hsts: [UInt8]?
+    }
+
+    public init(snapshot: ConfigSnapshot, tls: TLSServer) {
+        self.snapshot = snapshot
+        self.tls = tls
+        self.limits = HTTPLimits(
+            maxRequestLineBytes: snapshot.limits.maxRequestLineBytes,
+            maxHeaderBytes: snapshot.limits.maxHeaderBytes,
+            maxHeaderCount: snapshot.limits.maxHeaderCount)
+        self.routes = snapshot.domains.map { domain in
+            let address: SocketAddress?
+            switch domain.backend {
+            case .tcp(let host, let port): address = SocketAddress(host: host, port: port)
+            case .unix(let path): address = SocketAddress(unixPath: path)
+            }
+            if address == nil {
+                Log.error("\(domain.file): backend: cannot resolve \(domain.backend)")
+            }
+            return Route(domain: domain, backend: address, poolKey: domain.backend.description,
+                         hsts: domain.hstsHeaderValue.map { Array($0.utf8) })
+        }
+    }
+}

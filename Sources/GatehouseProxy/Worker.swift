@@ -1,0 +1,117 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import GatehouseConfig
+import GatehouseLog
+
+/// One event loop: its listeners, its connections and its backend pool. All of
+/// it is touched only from the thread running `run()`.
+public final class Worker {
+    let base: OpaquePointer
+    let index: Int
+    private(set) var runtime: ProxyRuntime
+    private var listeners: [Listener] = []
+    let pool = BackendPool()
+    private var connections: [ObjectIdentifier: ClientConnection] = [:]
+    private(set) var draining = false
+    private var tickEvent: OpaquePointer?
+    private var acceptPausedUntil = 0.0
+
+    public var openConnections: Int { connections.count }
+
+    public init(index: Int, runtime: ProxyRuntime) throws(ListenError) {
+        guard let base = event_base_new() else { throw ListenError(description: "event_base_new failed") }
+        self.base = base
+        self.index = index
+        self.runtime = runtime
+        for config in runtime.snapshot.listeners {
+            do {
+                listeners.append(try Listener(worker: self, config: config))
+            } catch {
+                listeners.removeAll()
+                event_base_free(base)
+                throw error
+            }
+        }
+        tickEvent = event_new(base, -1, Int16(EV_PERSIST), Callbacks.workerTick, Unmanaged.passUnretained(self).toOpaque())
+        var oneSecond = timeval(seconds: 1)
+        event_add(tickEvent, &oneSecond)
+    }
+
+    deinit {
+        listeners.removeAll()
+        pool.closeAll()
+        if let tickEvent { event_free(tickEvent) }
+        event_base_free(base)
+    }
+
+    /// Runs the loop until `stop()` or until draining has finished.
+    public func run() {
+        event_base_dispatch(base)
+    }
+
+    func accept(fd: Int32, address: UnsafePointer<sockaddr>?, listener: Listener) {
+        guard !draining else {
+            Glibc.close(fd)
+            return
+        }
+        do {
+            let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd, address: address)
+            connections[ObjectIdentifier(conn)] = conn
+        } catch {
+            Log.error("cannot set up accepted connection: \(error)")
+            Glibc.close(fd)
+            return
+        }
+        if connections.count >= runtime.snapshot.limits.maxConnections {
+            // Accept resumes when connections close; the kernel backlog holds the rest.
+            for l in listeners { l.pause() }
+        }
+    }
+
+    func connectionClosed(_ conn: ClientConnection) {
+        connections[ObjectIdentifier(conn)] = nil
+        if !draining, connections.count < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {
+            for l in listeners { l.resume() }
+        }
+        if draining && connections.isEmpty {
+            event_base_loopbreak(base)
+        }
+    }
+
+    func pauseAccepting() {
+        acceptPausedUntil = monotonicNow() + 0.1
+        for l in listeners { l.pause() }
+    }
+
+    func tick() {
+        let now = monotonicNow()
+        pool.expire(now: now)
+        if !draining, acceptPausedUntil > 0, now >= acceptPausedUntil,
+           connections.count < runtime.snapshot.limits.maxConnections {
+            acceptPausedUntil = 0
+            for l in listeners { l.resume() }
+        }
+    }
+
+    /// Stops accepting; the loop ends when the open connections have finished.
+    public func beginDrain() {
+        draining = true
+        for l in listeners { l.close() }
+        listeners.removeAll()
+        pool.closeAll()
+        for conn in Array(connections.values) { conn.closeIfIdle() }
+        if connections.isEmpty { event_base_loopbreak(base) }
+    }
+
+    public func stop() {
+        event_base_loopbreak(base)
+    }
+}
+
+extension Worker {
+    public var eventBase: OpaquePointer { base }
+    public var workerIndex: Int { index }
+    public var runtimeTimeouts: TimeoutSettings { runtime.snapshot.timeouts }
+}

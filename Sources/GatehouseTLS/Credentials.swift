@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import COpenSSL
+import CShims
+import GatehouseConfig
+
+/// A parsed certificate chain and its private key, ready to be applied to a
+/// connection. Owns one reference to each OpenSSL object.
+public final class Credentials: @unchecked Sendable {
+    // @unchecked: immutable after init; OpenSSL objects are reference counted
+    // with atomics and only read once loaded.
+    let leaf: OpaquePointer      // X509*
+    let key: OpaquePointer       // EVP_PKEY*
+    let chain: OpaquePointer     // STACK_OF(X509)* (intermediates, may be empty)
+    /// Seconds until the leaf expires (negative when already expired).
+    public let secondsUntilExpiry: Int
+    public let subject: String
+
+    init(leaf: OpaquePointer, key: OpaquePointer, chain: OpaquePointer, secondsUntilExpiry: Int, subject: String) {
+        self.leaf = leaf
+        self.key = key
+        self.chain = chain
+        self.secondsUntilExpiry = secondsUntilExpiry
+        self.subject = subject
+    }
+
+    deinit {
+        X509_free(leaf)
+        EVP_PKEY_free(key)
+        gh_x509_chain_free(chain)
+    }
+
+    public var intermediateCount: Int { Int(gh_x509_chain_count(chain)) }
+
+    /// Puts this chain and key on one connection (called in the ClientHello callback).
+    func apply(to ssl: OpaquePointer) -> Bool {
+        SSL_use_cert_and_key(ssl, leaf, key, chain, 1) == 1
+    }
+}
+
+/// Why a domain's certificate or key could not be used; `key` names the config key.
+public struct CredentialError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public let message: String
+    public var description: String { "\(key): \(message)" }
+}
+
+public enum CredentialLoader {
+    /// Fourteen days: time enough for an operator to notice a failed renewal.
+    public static let expiryWarning = 14 * 24 * 3600
+
+    /// Loads and cross-checks a full-chain PEM and its private key.
+    public static func load(certificate: String, key: String) throws(CredentialError) -> Credentials {
+        var certs: [OpaquePointer] = []
+        do {
+            try readPEM(path: certificate, configKey: "certificate") { bio in
+                while let x = PEM_read_bio_X509(bio, nil, nil, nil) { certs.append(x) }
+                // The loop ends on "no start line" after the last certificate.
+                ERR_clear_error()
+            }
+        }
+        guard let leaf = certs.first else {
+            throw CredentialError(key: "certificate", message: "no PEM certificate in '\(certificate)'")
+        }
+        let chain = gh_x509_chain_new()!
+        for c in certs.dropFirst() { _ = gh_x509_chain_push(chain, c) }
+
+        var pkey: OpaquePointer?
+        do {
+            try readPEM(path: key, configKey: "key") { bio in
+                // A password callback that refuses: never prompt on a terminal.
+                pkey = PEM_read_bio_PrivateKey(bio, nil, { _, _, _, _ in 0 }, nil)
+            }
+        } catch {
+            X509_free(leaf); gh_x509_chain_free(chain)
+            throw error
+        }
+        guard let pkey else {
+            let reason = opensslErrorString()
+            X509_free(leaf); gh_x509_chain_free(chain)
+            throw CredentialError(key: "key", message: "no usable private key in '\(key)' (\(reason))")
+        }
+        guard X509_check_private_key(leaf, pkey) == 1 else {
+            ERR_clear_error()
+            X509_free(leaf); gh_x509_chain_free(chain); EVP_PKEY_free(pkey)
+            throw CredentialError(key: "key", message: "'\(key)' does not match certificate '\(certificate)'")
+        }
+        var days: Int32 = 0, secs: Int32 = 0
+        let remaining = ASN1_TIME_diff(&days, &secs, nil, X509_get0_notAfter(leaf)) == 1
+            ? Int(days) * 86400 + Int(secs) : 0
+        return Credentials(leaf: leaf, key: pkey, chain: chain, secondsUntilExpiry: remaining,
+                           subject: subjectLine(leaf))
+    }
+
+    private static func readPEM(path: String, configKey: String, _ body: (OpaquePointer) -> Void) throws(CredentialError) {
+        guard let bio = BIO_new_file(path, "r") else {
+            let err = String(cString: strerror(errno))
+            ERR_clear_error()
+            throw CredentialError(key: configKey, message: "cannot read '\(path)': \(err)")
+        }
+        defer { BIO_free(bio) }
+        body(bio)
+    }
+
+    static func subjectLine(_ x509: OpaquePointer) -> String {
+        guard let name = X509_get_subject_name(x509), let line = X509_NAME_oneline(name, nil, 0) else { return "?" }
+        defer { gh_openssl_free(line) }
+        return String(cString: line)
+    }
+}
+
+func opensslErrorString() -> String {
+    let code = ERR_get_error()
+    ERR_clear_error()
+    guard code != 0 else { return "unknown error" }
+    var buf = [CChar](repeating: 0, count: 256)
+    ERR_error_string_n(code, &buf, buf.count)
+    return String(cString: buf)
+}

@@ -1,0 +1,47 @@
+import COpenSSL
+import CShims
+
+/// The C edge of the TLS module: every callback OpenSSL calls, and the
+/// Unmanaged context pointers they carry.
+enum TLSCallbacks {
+    /// ex_data slot holding "selected domain + 1" on each SSL.
+    static let domainIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
+
+    static func installClientHello(on ctx: OpaquePointer, server: TLSServer) {
+        // Unretained: the TLSServer owns the context and outlives every SSL
+        // made from it (each connection keeps its snapshot alive).
+        SSL_CTX_set_client_hello_cb(ctx, clientHello, Unmanaged.passUnretained(server).toOpaque())
+    }
+
+    static func installALPN(on ctx: OpaquePointer) {
+        SSL_CTX_set_alpn_select_cb(ctx, selectALPN, nil)
+    }
+
+    private static let clientHello: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?) -> Int32 = { ssl, alert, arg in
+        guard let ssl, let arg else { return 0 }
+        let server = Unmanaged<TLSServer>.fromOpaque(arg).takeUnretainedValue()
+        var data: UnsafePointer<UInt8>?
+        var length = 0
+        var serverName: UnsafeRawBufferPointer?
+        if SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_server_name), &data, &length) == 1, let data {
+            serverName = ServerNameExtension.hostName(in: UnsafeRawBufferPointer(start: data, count: length))
+        }
+        switch server.select(ssl: ssl, serverName: serverName) {
+        case .selected:
+            return 1
+        case .refuse(let code):
+            alert?.pointee = code
+            return 0
+        }
+    }
+
+    /// RFC 7301: we speak HTTP/1.1 only; no ALPN answer if the client did not offer it.
+    private static let selectALPN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<UInt8>?, UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?) -> Int32 = { _, out, outLength, input, inputLength, _ in
+        guard let input, let out, let outLength else { return SSL_TLSEXT_ERR_NOACK }
+        let offered = UnsafeRawBufferPointer(start: input, count: Int(inputLength))
+        guard let offset = ALPN.findHTTP11(in: offered) else { return SSL_TLSEXT_ERR_NOACK }
+        out.pointee = input + offset
+        outLength.pointee = UInt8(ALPN.http11.count)
+        return SSL_TLSEXT_ERR_OK
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatehouseConfig
+import GatehouseLog
+import GatehouseServer
+import GatehouseTLS
+
+@main
+struct Gatehouse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatehouse",
+        abstract: "A TLS-terminating reverse proxy for many domains.",
+        version: GatehouseVersion.string,
+        subcommands: [Run.self, Check.self]
+    )
+}
+
+enum GatehouseVersion {
+    static let string = "0.1.0"
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: [.customShort("c"), .customLong("config")], help: "Main configuration file.")
+    var path: String = "/etc/gatehouse/gatehouse.toml"
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve in the foreground.")
+    @OptionGroup var config: ConfigOption
+
+    func run() throws {
+        let server = Server(configPath: config.path)
+        do {
+            try server.run()
+        } catch {
+            for line in error.description.split(separator: "\n") { Log.error(String(line)) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration, every certificate and key; exit 1 on any problem.")
+    @OptionGroup var config: ConfigOption
+
+    func run() throws {
+        let snapshot: ConfigSnapshot
+        do {
+            snapshot = try ConfigLoader.load(path: config.path)
+        } catch {
+            for e in error.errors { printError(e.description) }
+            throw ExitCode(1)
+        }
+        let (credentials, failures) = CredentialSet.load(snapshot)
+        for f in failures { printError(f.description) }
+        do {
+            _ = try TLSServer(snapshot: snapshot, credentials: credentials)
+        } catch {
+            printError("\(snapshot.mainFile): tls: \(error)")
+            throw ExitCode(1)
+        }
+        guard failures.isEmpty else { throw ExitCode(1) }
+        for (i, c) in credentials.enumerated() {
+            guard let c, c.secondsUntilExpiry < CredentialLoader.expiryWarning else { continue }
+            let when = c.secondsUntilExpiry <= 0 ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
+            printError("warning: \(snapshot.domains[i].file): certificate: \(when)")
+        }
+        print("OK, \(snapshot.domains.count) domain\(snapshot.domains.count == 1 ? "" : "s")")
+    }
+
+    private func printError(_ line: String) {
+        var text = line + "\n"
+        text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}
