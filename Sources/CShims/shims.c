@@ -5,6 +5,10 @@
 #include <errno.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/rand.h>
+#include <openssl/err.h>
 #include "CShims.h"
 
 int gh_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int v) { return (int)SSL_CTX_set_min_proto_version(ctx, v); }
@@ -39,3 +43,26 @@ int gh_x509_chain_count(const struct stack_st_X509 *chain) { return sk_X509_num(
 void gh_x509_chain_free(struct stack_st_X509 *chain) { sk_X509_pop_free(chain, X509_free); }
 
 int gh_socket_error(void) { return errno; }
+
+int gh_ticket_crypto_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                          const uint8_t *aes_key, const uint8_t *hmac_key, uint8_t *iv, int enc) {
+    OSSL_PARAM params[2];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (enc) {
+        if (RAND_bytes(iv, 16) != 1) return 0;
+        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes_key, iv) != 1) return 0;
+    } else {
+        if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes_key, iv) != 1) return 0;
+    }
+    return EVP_MAC_CTX_set_params(hctx, params) == 1 && EVP_MAC_init(hctx, hmac_key, 32, NULL) == 1;
+}
+
+int gh_err_reason(unsigned long code) { return ERR_GET_REASON(code); }
+int gh_ssl_r_unsupported_protocol(void) { return SSL_R_UNSUPPORTED_PROTOCOL; }
+int gh_ssl_r_version_too_low(void) { return SSL_R_VERSION_TOO_LOW; }
+int gh_ssl_r_no_shared_cipher(void) { return SSL_R_NO_SHARED_CIPHER; }
+int gh_ssl_r_inappropriate_fallback(void) { return SSL_R_INAPPROPRIATE_FALLBACK; }
+int gh_ssl_r_callback_failed(void) { return SSL_R_CALLBACK_FAILED; }
+int gh_ssl_r_wrong_version_number(void) { return SSL_R_WRONG_VERSION_NUMBER; }
+int gh_ssl_r_http_request(void) { return SSL_R_HTTP_REQUEST; }

@@ -35,9 +35,20 @@ public enum ConfigLoader {
         let limits = parseLimits(main, &diag)
 
         var defaultDomain: String?
+        var ticketKeyFile: String?
         if let tls = main.section("tls", &diag) {
-            tls.rejectUnknownKeys(allowed: ["default_domain"], &diag)
+            tls.rejectUnknownKeys(allowed: ["default_domain", "ticket_key_file"], &diag)
             defaultDomain = tls.string("default_domain", &diag).map(normalizeQuery)
+            if let raw = tls.string("ticket_key_file", &diag) {
+                if raw.isEmpty {
+                    diag.add(mainFile, "tls.ticket_key_file", "must not be empty")
+                } else {
+                    ticketKeyFile = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: mainFile))
+                }
+            }
+        }
+        if defaultDomain == nil, let l = listeners.first(where: { $0.sniFallbackProfile != nil }) {
+            diag.add(mainFile, "listener", "sni_fallback_profile on \(l.address) needs [tls] default_domain (the domain served without SNI)")
         }
 
         // Domain files: every one is checked even after failures.
@@ -88,7 +99,7 @@ public enum ConfigLoader {
             listeners: listeners,
             timeouts: timeouts,
             limits: limits,
-            tls: TLSSettings(defaultDomain: defaultDomain),
+            tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile),
             domains: domains,
             names: names)
     }
@@ -96,11 +107,12 @@ public enum ConfigLoader {
     // MARK: - Main file
 
     static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls"]
-    static let listenerKeys: Set<String> = ["address", "protocol", "https_port"]
+    static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
         "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
     ]
+    static let knownProfiles = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
     /// Catches typos like `workers = 40000`; far above any real core count.
     static let maxWorkers = 1024
     /// A day; longer timeouts are almost certainly unit mistakes (ms for s) and would
@@ -127,6 +139,7 @@ public enum ConfigLoader {
             let address = section.string("address", required: true, &diag)
             let protoText = section.string("protocol", required: true, &diag)
             let httpsPortValue = section.int("https_port", &diag)
+            let fallbackText = section.string("sni_fallback_profile", &diag)
 
             var parsedAddress: (host: String, port: UInt16)?
             if let address {
@@ -162,8 +175,20 @@ public enum ConfigLoader {
                 }
             }
 
+            var fallback: TLSProfileName?
+            if let fallbackText {
+                if proto == .http {
+                    diag.add(file, section.keyPath("sni_fallback_profile"), "only valid for https listeners")
+                } else if let p = TLSProfileName(rawValue: fallbackText) {
+                    fallback = p
+                } else {
+                    diag.add(file, section.keyPath("sni_fallback_profile"), "unknown profile \"\(fallbackText)\" (\(knownProfiles))")
+                }
+            }
+
             if let a = parsedAddress, let proto {
-                listeners.append(ListenerConfig(host: a.host, port: a.port, proto: proto, httpsPort: httpsPort))
+                listeners.append(ListenerConfig(host: a.host, port: a.port, proto: proto, httpsPort: httpsPort,
+                                                sniFallbackProfile: fallback))
             }
         }
         return listeners
@@ -254,21 +279,33 @@ public enum ConfigLoader {
         }
 
         let directory = FileSystem.directory(of: file)
-        func path(_ key: String) -> String? {
-            guard let raw = section.string(key, required: true, &diag) else { return nil }
-            guard !raw.isEmpty else { diag.add(file, key, "must not be empty"); return nil }
-            return FileSystem.absolute(raw, relativeTo: directory)
+        /// A path or an array of paths (an ECDSA and an RSA certificate, say).
+        func paths(_ key: String) -> [String]? {
+            guard let value = section.table[key] else {
+                diag.add(file, key, "missing required key")
+                return nil
+            }
+            let raw = value.string.map { [$0] } ?? section.stringArray(key, &diag)
+            guard let raw else { return nil }
+            guard !raw.isEmpty else { diag.add(file, key, "must name at least one file"); return nil }
+            guard !raw.contains(where: \.isEmpty) else { diag.add(file, key, "must not be empty"); return nil }
+            return raw.map { FileSystem.absolute($0, relativeTo: directory) }
         }
-        let certificate = path("certificate")
-        let key = path("key")
+        var pairs: [CertificatePair]?
+        if let certificates = paths("certificate"), let keys = paths("key") {
+            if certificates.count == keys.count {
+                pairs = zip(certificates, keys).map { CertificatePair(certificate: $0, key: $1) }
+            } else {
+                diag.add(file, "key", "lists \(keys.count) file(s) for \(certificates.count) certificate(s); they pair up by position")
+            }
+        }
 
         var profile = TLSProfileName.modern
         if let raw = section.string("tls_profile", &diag) {
             if let p = TLSProfileName(rawValue: raw) {
                 profile = p
             } else {
-                let known = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
-                diag.add(file, "tls_profile", "unknown profile \"\(raw)\" (\(known))")
+                diag.add(file, "tls_profile", "unknown profile \"\(raw)\" (\(knownProfiles))")
             }
         }
 
@@ -294,11 +331,12 @@ public enum ConfigLoader {
             if value > 0 { maxBody = UInt64(value) } else { diag.add(file, "max_body_bytes", "must be > 0, got \(value)") }
         }
 
-        guard diag.errors.count == before, !names.isEmpty, let backend, let certificate, let key else {
+        guard diag.errors.count == before, !names.isEmpty, let backend, let pairs else {
             return nil
         }
         return DomainConfig(
-            id: id, file: file, names: names, backend: backend, certificate: certificate, key: key,
+            id: id, file: file, names: names, backend: backend,
+            certificate: pairs[0].certificate, key: pairs[0].key, moreCertificates: Array(pairs.dropFirst()),
             tlsProfile: profile, redirectHTTP: redirectHTTP, hstsMaxAge: maxAge,
             hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody)
     }

@@ -83,12 +83,18 @@ public struct ListenerConfig: Sendable, Equatable {
     public var proto: ListenerProtocol
     /// Where plain-HTTP listeners redirect to (TOML `https_port`); ignored for https.
     public var httpsPort: UInt16
+    /// TOML `sni_fallback_profile` (https only): the profile for clients that send
+    /// no SNI, which get the default domain. Lets one listener act as the dedicated
+    /// legacy endpoint for clients that cannot send SNI.
+    public var sniFallbackProfile: TLSProfileName?
 
-    public init(host: String, port: UInt16, proto: ListenerProtocol, httpsPort: UInt16 = 443) {
+    public init(host: String, port: UInt16, proto: ListenerProtocol, httpsPort: UInt16 = 443,
+                sniFallbackProfile: TLSProfileName? = nil) {
         self.host = host
         self.port = port
         self.proto = proto
         self.httpsPort = httpsPort
+        self.sniFallbackProfile = sniFallbackProfile
     }
 
     /// "host:port", bracketing IPv6 so the text is unambiguous in logs.
@@ -142,9 +148,24 @@ public struct LimitSettings: Sendable, Equatable {
 public struct TLSSettings: Sendable, Equatable {
     /// Served to clients without SNI or with an unknown name; normalized like domain names.
     public var defaultDomain: String?
+    /// Absolute path of a file of 80-byte session ticket keys shared by a fleet
+    /// (the first encrypts, all decrypt); nil: keys made here, rotated every 12 h.
+    public var ticketKeyFile: String?
 
-    public init(defaultDomain: String? = nil) {
+    public init(defaultDomain: String? = nil, ticketKeyFile: String? = nil) {
         self.defaultDomain = defaultDomain
+        self.ticketKeyFile = ticketKeyFile
+    }
+}
+
+/// One certificate chain file and its private key, absolute paths.
+public struct CertificatePair: Sendable, Equatable {
+    public let certificate: String
+    public let key: String
+
+    public init(certificate: String, key: String) {
+        self.certificate = certificate
+        self.key = key
     }
 }
 
@@ -177,9 +198,10 @@ public struct DomainConfig: Sendable, Equatable {
     /// Lowercase, no trailing dot; `names[0]` is the primary name. Never empty.
     public let names: [String]
     public let backend: Backend
-    /// Absolute paths; read by the TLS layer, not here.
-    public let certificate: String
-    public let key: String
+    /// Absolute paths, read by the TLS layer, not here. One or more pairs (an
+    /// ECDSA and an RSA certificate, say); OpenSSL serves the best one the
+    /// client supports.
+    public let certificates: [CertificatePair]
     public let tlsProfile: TLSProfileName
     public let redirectHTTP: Bool
     /// 0 disables HSTS.
@@ -191,6 +213,8 @@ public struct DomainConfig: Sendable, Equatable {
     public let hstsHeaderValue: String?
 
     public var primaryName: String { names[0] }
+    public var certificate: String { certificates[0].certificate }
+    public var key: String { certificates[0].key }
 
     /// `hstsHeaderValue` is derived from the HSTS fields so it can never disagree with them.
     public init(
@@ -200,6 +224,7 @@ public struct DomainConfig: Sendable, Equatable {
         backend: Backend,
         certificate: String,
         key: String,
+        moreCertificates: [CertificatePair] = [],
         tlsProfile: TLSProfileName = .modern,
         redirectHTTP: Bool = true,
         hstsMaxAge: Int = 31_536_000,
@@ -212,8 +237,7 @@ public struct DomainConfig: Sendable, Equatable {
         self.file = file
         self.names = names
         self.backend = backend
-        self.certificate = certificate
-        self.key = key
+        self.certificates = [CertificatePair(certificate: certificate, key: key)] + moreCertificates
         self.tlsProfile = tlsProfile
         self.redirectHTTP = redirectHTTP
         self.hstsMaxAge = hstsMaxAge

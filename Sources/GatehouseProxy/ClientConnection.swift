@@ -75,7 +75,7 @@ final class ClientConnection {
         let options = Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)
         let now = monotonicNow()
         if listener.scheme == .https {
-            guard let ssl = runtime.tls.makeSSL() else { throw AcceptError.tls }
+            guard let ssl = runtime.tls.makeSSL(fallbackProfile: listener.sniFallbackProfile) else { throw AcceptError.tls }
             guard let bev = bufferevent_openssl_socket_new(worker.base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, options) else {
                 SSL_free(ssl)
                 throw AcceptError.bufferevent
@@ -511,7 +511,10 @@ final class ClientConnection {
     }
 
     func clientWritable() {
-        // Fires when the output has fully drained.
+        // Fires when the output has drained, but a deferred callback can be
+        // stale: one queued before the final response was written runs after
+        // it. Only an empty buffer means flushed.
+        guard output.evLength == 0 else { return }
         if state == .closing {
             close()
             return
@@ -652,6 +655,8 @@ struct ListenerSettings: Sendable {
     let scheme: Scheme
     /// For http listeners: the port written into 301 Locations.
     let httpsPort: UInt16
+    /// For https listeners: the profile for clients that send no SNI.
+    let sniFallbackProfile: TLSProfileName?
 }
 
 /// Renders into a Swift array (used once per request for the upstream head,

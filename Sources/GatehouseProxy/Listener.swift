@@ -17,7 +17,8 @@ final class Listener {
     init(worker: Worker, config: ListenerConfig) throws(ListenError) {
         self.worker = worker
         self.config = config
-        self.settings = ListenerSettings(scheme: config.proto == .https ? .https : .http, httpsPort: config.httpsPort)
+        self.settings = ListenerSettings(scheme: config.proto == .https ? .https : .http, httpsPort: config.httpsPort,
+                                         sniFallbackProfile: config.sniFallbackProfile)
         guard let address = SocketAddress(host: config.host, port: config.port) else {
             throw ListenError(description: "listener \(config.host):\(config.port): bad address")
         }

@@ -59,18 +59,20 @@ public final class Server {
         let (credentials, failures) = CredentialSet.load(snapshot)
         // One broken domain never takes the others down: it is left out.
         for failure in failures { Log.error("\(failure) (domain disabled)") }
-        for (i, c) in credentials.enumerated() {
-            guard let c else { continue }
-            if c.secondsUntilExpiry <= 0 {
-                Log.error("\(snapshot.domains[i].file): certificate: expired (\(c.subject))")
-            } else if c.secondsUntilExpiry < CredentialLoader.expiryWarning {
-                Log.warning("\(snapshot.domains[i].file): certificate: expires in \(c.secondsUntilExpiry / 86400) days (\(c.subject))")
-            }
+        for warning in CredentialSet.expiryWarnings(snapshot, credentials) {
+            if warning.expired { Log.error(warning.text) } else { Log.warning(warning.text) }
         }
         do {
-            return ProxyRuntime(snapshot: snapshot, tls: try TLSServer(snapshot: snapshot, credentials: credentials))
-        } catch {
+            let keys = try TicketKeys.load(snapshot.tls)
+            Log.info("session tickets: \(keys.source)")
+            return ProxyRuntime(snapshot: snapshot,
+                                tls: try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys))
+        } catch let error as TicketKeyError {
             throw StartupError(description: error.description)
+        } catch let error as TLSSetupError {
+            throw StartupError(description: error.description)
+        } catch {
+            throw StartupError(description: "\(error)")
         }
     }
 

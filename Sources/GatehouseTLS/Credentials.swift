@@ -33,6 +33,12 @@ public final class Credentials: @unchecked Sendable {
 
     public var intermediateCount: Int { Int(gh_x509_chain_count(chain)) }
 
+    /// "RSA", "EC", "ED25519", …: OpenSSL holds one certificate per type.
+    public var keyType: String {
+        guard let name = EVP_PKEY_get0_type_name(key) else { return "?" }
+        return String(cString: name)
+    }
+
     /// Puts this chain and key on one connection (called in the ClientHello callback).
     func apply(to ssl: OpaquePointer) -> Bool {
         SSL_use_cert_and_key(ssl, leaf, key, chain, 1) == 1

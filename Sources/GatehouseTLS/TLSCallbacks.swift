@@ -6,11 +6,21 @@ import CShims
 enum TLSCallbacks {
     /// ex_data slot holding "selected domain + 1" on each SSL.
     static let domainIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
+    /// ex_data slot holding the listener's SNI fallback profile + 1 on each SSL.
+    static let fallbackIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
+    /// ex_data slot holding the (unretained) TicketKeys on each SSL_CTX.
+    static let ticketKeysIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, nil, nil, nil, nil)
 
     static func installClientHello(on ctx: OpaquePointer, server: TLSServer) {
         // Unretained: the TLSServer owns the context and outlives every SSL
         // made from it (each connection keeps its snapshot alive).
         SSL_CTX_set_client_hello_cb(ctx, clientHello, Unmanaged.passUnretained(server).toOpaque())
+    }
+
+    static func installTicketKeys(on ctx: OpaquePointer, keys: TicketKeys) {
+        // Unretained: the TLSServer owning the context keeps the keys alive.
+        SSL_CTX_set_ex_data(ctx, ticketKeysIndex, Unmanaged.passUnretained(keys).toOpaque())
+        _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticketKey)
     }
 
     static func installALPN(on ctx: OpaquePointer) {
@@ -33,6 +43,34 @@ enum TLSCallbacks {
             alert?.pointee = code
             return 0
         }
+    }
+
+    /// RFC 5077 §4 / RFC 8446 §4.6.1 stateless tickets under our own keys.
+    /// Returns (encrypt) 1 = ticket made, 0 = none; (decrypt) 1 = ok, 2 = ok but
+    /// renew under the current key, 0 = unknown key: full handshake.
+    private static let ticketKey: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt8>?, OpaquePointer?, OpaquePointer?, Int32) -> Int32 = { ssl, name, iv, cipher, mac, enc in
+        guard let ssl, let name, let iv, let cipher, let mac,
+              let ctx = SSL_get_SSL_CTX(ssl), let raw = SSL_CTX_get_ex_data(ctx, ticketKeysIndex) else { return -1 }
+        let keys = Unmanaged<TicketKeys>.fromOpaque(raw).takeUnretainedValue()
+        let key: TicketKey
+        var result: Int32 = 1
+        if enc != 0 {
+            guard let current = keys.encryptionKey() else { return 0 }
+            key = current
+            for i in 0 ..< 16 { name[i] = key.name[i] }
+        } else {
+            switch keys.decryptionKey(named: UnsafeRawBufferPointer(start: name, count: 16)) {
+            case .current(let k): key = k
+            case .old(let k): key = k; result = 2
+            case .unknown: return 0
+            }
+        }
+        let ok = key.aesKey.withUnsafeBufferPointer { aes in
+            key.hmacKey.withUnsafeBufferPointer { hmac in
+                gh_ticket_crypto_init(cipher, mac, aes.baseAddress, hmac.baseAddress, iv, enc)
+            }
+        }
+        return ok == 1 ? result : -1
     }
 
     /// RFC 7301: we speak HTTP/1.1 only; no ALPN answer if the client did not offer it.

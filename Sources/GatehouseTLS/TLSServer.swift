@@ -17,12 +17,15 @@ public final class TLSServer: @unchecked Sendable {
     let domains: [DomainEntry]
     let names: NameIndex
     let defaultDomain: Int?
+    public let ticketKeys: TicketKeys
 
     struct DomainEntry {
         let file: String
         let profile: TLSProfile
         let context: OpaquePointer
-        let credentials: Credentials?
+        /// Empty when they failed to load. Several (ECDSA, RSA): OpenSSL picks
+        /// the one the client's signature algorithms allow.
+        let credentials: [Credentials]
         /// RFC 5077/8446 resumption is bound to this: a session from one domain
         /// never resumes on another (the class of nginx CVE-2025-23419).
         let sessionIDContext: [UInt8]
@@ -30,7 +33,7 @@ public final class TLSServer: @unchecked Sendable {
 
     /// `credentials[i]` belongs to `snapshot.domains[i]`; nil when it failed
     /// to load (that domain's handshakes fail, the others are unaffected).
-    public init(snapshot: ConfigSnapshot, credentials: [Credentials?]) throws(TLSSetupError) {
+    public init(snapshot: ConfigSnapshot, credentials: [[Credentials]], ticketKeys: TicketKeys) throws(TLSSetupError) {
         precondition(credentials.count == snapshot.domains.count)
         var contexts: [TLSProfileName: OpaquePointer] = [:]
         for name in TLSProfileName.allCases {
@@ -43,6 +46,8 @@ public final class TLSServer: @unchecked Sendable {
         }
         self.contexts = contexts
         self.baseContext = contexts[.modern]!
+        self.ticketKeys = ticketKeys
+        for ctx in contexts.values { TLSCallbacks.installTicketKeys(on: ctx, keys: ticketKeys) }
         self.names = snapshot.names
         self.domains = snapshot.domains.map { d in
             DomainEntry(file: d.file, profile: TLSProfile.named(d.tlsProfile),
@@ -57,8 +62,20 @@ public final class TLSServer: @unchecked Sendable {
         for ctx in contexts.values { SSL_CTX_free(ctx) }
     }
 
-    /// A new server-side SSL for an accepted connection.
-    public func makeSSL() -> OpaquePointer? { SSL_new(baseContext) }
+    /// A new server-side SSL for a connection accepted on a listener whose
+    /// clients without SNI get `fallbackProfile` (nil: the default domain's own).
+    public func makeSSL(fallbackProfile: TLSProfileName? = nil) -> OpaquePointer? {
+        guard let ssl = SSL_new(baseContext) else { return nil }
+        if let fallbackProfile, let index = TLSProfileName.allCases.firstIndex(of: fallbackProfile) {
+            SSL_set_ex_data(ssl, TLSCallbacks.fallbackIndex, UnsafeMutableRawPointer(bitPattern: index + 1))
+        }
+        return ssl
+    }
+
+    static func fallbackProfile(of ssl: OpaquePointer) -> TLSProfileName? {
+        let raw = Int(bitPattern: SSL_get_ex_data(ssl, TLSCallbacks.fallbackIndex))
+        return raw == 0 ? nil : TLSProfileName.allCases[raw - 1]
+    }
 
     /// The domain the handshake selected (by SNI or the default domain).
     public static func selectedDomain(of ssl: OpaquePointer) -> Int? {
@@ -82,17 +99,25 @@ public final class TLSServer: @unchecked Sendable {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
-        guard let credentials = domain.credentials else {
+        guard !domain.credentials.isEmpty else {
             return .refuse(alert: Int32(SSL_AD_HANDSHAKE_FAILURE))
         }
-        if domain.context != baseContext {
+        // A listener's SNI fallback profile applies only to clients that sent no
+        // name at all; every name keeps its own domain's profile.
+        var profile = domain.profile
+        var context = domain.context
+        if serverName == nil, let fallback = Self.fallbackProfile(of: ssl), let ctx = contexts[fallback] {
+            profile = TLSProfile.named(fallback)
+            context = ctx
+        }
+        if context != baseContext {
             // Brings the profile's cipher list and security level; the version
             // bounds are per-SSL and set below.
-            _ = SSL_set_SSL_CTX(ssl, domain.context)
+            _ = SSL_set_SSL_CTX(ssl, context)
         }
-        _ = gh_ssl_set_min_proto_version(ssl, domain.profile.minVersion.rawValue)
-        _ = gh_ssl_set_max_proto_version(ssl, domain.profile.maxVersion.rawValue)
-        guard credentials.apply(to: ssl) else {
+        _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
+        _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
+        for credentials in domain.credentials where !credentials.apply(to: ssl) {
             Log.error("\(domain.file): certificate: cannot be used for a handshake: \(opensslErrorString())")
             return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR))
         }
@@ -122,18 +147,51 @@ public enum CredentialSet {
         public var description: String { "\(domain.file): \(error)" }
     }
 
-    public static func load(_ snapshot: ConfigSnapshot) -> (credentials: [Credentials?], failures: [Failure]) {
-        var credentials: [Credentials?] = []
+    /// `credentials[i]` is empty when any pair of `snapshot.domains[i]` failed:
+    /// a domain is served with all its certificates or not at all.
+    public static func load(_ snapshot: ConfigSnapshot) -> (credentials: [[Credentials]], failures: [Failure]) {
+        var credentials: [[Credentials]] = []
         var failures: [Failure] = []
         credentials.reserveCapacity(snapshot.domains.count)
         for domain in snapshot.domains {
             do {
-                credentials.append(try CredentialLoader.load(certificate: domain.certificate, key: domain.key))
+                credentials.append(try load(domain))
             } catch {
-                credentials.append(nil)
+                credentials.append([])
                 failures.append(Failure(domain: domain, error: error))
             }
         }
         return (credentials, failures)
+    }
+
+    public struct ExpiryWarning: Sendable {
+        public let text: String
+        public let expired: Bool
+    }
+
+    /// Certificates already expired or expiring within `CredentialLoader.expiryWarning`.
+    public static func expiryWarnings(_ snapshot: ConfigSnapshot, _ credentials: [[Credentials]]) -> [ExpiryWarning] {
+        var warnings: [ExpiryWarning] = []
+        for (i, list) in credentials.enumerated() {
+            for c in list where c.secondsUntilExpiry < CredentialLoader.expiryWarning {
+                let expired = c.secondsUntilExpiry <= 0
+                let when = expired ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
+                warnings.append(ExpiryWarning(text: "\(snapshot.domains[i].file): certificate: \(when) (\(c.subject))", expired: expired))
+            }
+        }
+        return warnings
+    }
+
+    static func load(_ domain: DomainConfig) throws(CredentialError) -> [Credentials] {
+        var loaded: [Credentials] = []
+        for pair in domain.certificates {
+            let c = try CredentialLoader.load(certificate: pair.certificate, key: pair.key)
+            // OpenSSL keeps one certificate per key type; a second would silently replace the first.
+            if let twin = loaded.first(where: { $0.keyType == c.keyType }) {
+                throw CredentialError(key: "certificate", message: "'\(pair.certificate)' has the same key type (\(c.keyType)) as \(twin.subject); list one certificate per key type")
+            }
+            loaded.append(c)
+        }
+        return loaded
     }
 }

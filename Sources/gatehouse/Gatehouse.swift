@@ -56,18 +56,19 @@ struct Check: ParsableCommand {
         }
         let (credentials, failures) = CredentialSet.load(snapshot)
         for f in failures { printError(f.description) }
+        var failed = !failures.isEmpty
         do {
-            _ = try TLSServer(snapshot: snapshot, credentials: credentials)
+            let keys = try TicketKeys.load(snapshot.tls)
+            _ = try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys)
+        } catch let error as TicketKeyError {
+            printError(error.description)
+            failed = true
         } catch {
             printError("\(snapshot.mainFile): tls: \(error)")
-            throw ExitCode(1)
+            failed = true
         }
-        guard failures.isEmpty else { throw ExitCode(1) }
-        for (i, c) in credentials.enumerated() {
-            guard let c, c.secondsUntilExpiry < CredentialLoader.expiryWarning else { continue }
-            let when = c.secondsUntilExpiry <= 0 ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
-            printError("warning: \(snapshot.domains[i].file): certificate: \(when)")
-        }
+        guard !failed else { throw ExitCode(1) }
+        for w in CredentialSet.expiryWarnings(snapshot, credentials) { printError("warning: \(w.text)") }
         print("OK, \(snapshot.domains.count) domain\(snapshot.domains.count == 1 ? "" : "s")")
     }
 

@@ -10,6 +10,8 @@ struct ssl_st;
 struct ssl_ctx_st;
 struct x509_st;
 struct stack_st_X509;
+struct evp_cipher_ctx_st;
+struct evp_mac_ctx_st;
 
 // Protocol version bounds (macros over SSL_ctrl).
 int gh_ssl_ctx_set_min_proto_version(struct ssl_ctx_st *ctx, int version);
@@ -44,6 +46,24 @@ struct stack_st_X509 *gh_x509_chain_new(void);
 int gh_x509_chain_push(struct stack_st_X509 *chain, struct x509_st *cert);
 int gh_x509_chain_count(const struct stack_st_X509 *chain);
 void gh_x509_chain_free(struct stack_st_X509 *chain);
+
+// Session ticket crypto for SSL_CTX_set_tlsext_ticket_key_evp_cb: AES-256-CBC
+// with the given 32-byte key and HMAC-SHA256 with the given 32-byte key
+// (OSSL_PARAM arrays are macros and stack structs). With enc != 0 a random IV is
+// written to iv; otherwise iv is the ticket's. Returns 1 on success.
+int gh_ticket_crypto_init(struct evp_cipher_ctx_st *cctx, struct evp_mac_ctx_st *hctx,
+                          const uint8_t *aes_key, const uint8_t *hmac_key, uint8_t *iv, int enc);
+
+// Library and reason of an OpenSSL error code (ERR_GET_* are inline functions
+// over bit fields whose layout is OpenSSL's business).
+int gh_err_reason(unsigned long code);
+int gh_ssl_r_unsupported_protocol(void);
+int gh_ssl_r_version_too_low(void);
+int gh_ssl_r_no_shared_cipher(void);
+int gh_ssl_r_inappropriate_fallback(void);
+int gh_ssl_r_callback_failed(void);
+int gh_ssl_r_wrong_version_number(void);
+int gh_ssl_r_http_request(void);
 
 // libevent's EVUTIL_SOCKET_ERROR().
 int gh_socket_error(void);
