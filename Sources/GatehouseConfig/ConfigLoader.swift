@@ -281,12 +281,7 @@ public enum ConfigLoader {
         let directory = FileSystem.directory(of: file)
         /// A path or an array of paths (an ECDSA and an RSA certificate, say).
         func paths(_ key: String) -> [String]? {
-            guard let value = section.table[key] else {
-                diag.add(file, key, "missing required key")
-                return nil
-            }
-            let raw = value.string.map { [$0] } ?? section.stringArray(key, &diag)
-            guard let raw else { return nil }
+            guard let raw = section.stringOrArray(key, required: true, &diag) else { return nil }
             guard !raw.isEmpty else { diag.add(file, key, "must name at least one file"); return nil }
             guard !raw.contains(where: \.isEmpty) else { diag.add(file, key, "must not be empty"); return nil }
             return raw.map { FileSystem.absolute($0, relativeTo: directory) }

@@ -81,6 +81,14 @@ struct TOMLSection {
         return out
     }
 
+    /// A string or an array of strings (`certificate = "a.pem"` or `["a.pem", "b.pem"]`).
+    func stringOrArray(_ key: String, required: Bool = false, _ diag: inout Diagnostics) -> [String]? {
+        guard let value = fetch(key, required: required, &diag) else { return nil }
+        if let s = value.string { return [s] }
+        guard value.array != nil else { wrongType(key, "a string or an array of strings", value, &diag); return nil }
+        return stringArray(key, &diag)
+    }
+
     func section(_ key: String, _ diag: inout Diagnostics) -> TOMLSection? {
         guard let value = fetch(key, required: false, &diag) else { return nil }
         guard let t = value.table else { wrongType(key, "a table ([\(key)])", value, &diag); return nil }

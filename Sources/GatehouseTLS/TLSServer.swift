@@ -21,6 +21,7 @@ public final class TLSServer: @unchecked Sendable {
 
     struct DomainEntry {
         let file: String
+        let primaryName: String
         let profile: TLSProfile
         let context: OpaquePointer
         /// Empty when they failed to load. Several (ECDSA, RSA): OpenSSL picks
@@ -50,9 +51,9 @@ public final class TLSServer: @unchecked Sendable {
         for ctx in contexts.values { TLSCallbacks.installTicketKeys(on: ctx, keys: ticketKeys) }
         self.names = snapshot.names
         self.domains = snapshot.domains.map { d in
-            DomainEntry(file: d.file, profile: TLSProfile.named(d.tlsProfile),
+            DomainEntry(file: d.file, primaryName: d.primaryName, profile: TLSProfile.named(d.tlsProfile),
                         context: contexts[d.tlsProfile]!, credentials: credentials[d.id],
-                        sessionIDContext: Self.sessionIDContext(for: d.primaryName))
+                        sessionIDContext: Self.sessionIDContext(for: d.primaryName, profile: d.tlsProfile))
         }
         self.defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
         TLSCallbacks.installClientHello(on: baseContext, server: self)
@@ -106,9 +107,11 @@ public final class TLSServer: @unchecked Sendable {
         // name at all; every name keeps its own domain's profile.
         var profile = domain.profile
         var context = domain.context
+        var sessionIDContext = domain.sessionIDContext
         if serverName == nil, let fallback = Self.fallbackProfile(of: ssl), let ctx = contexts[fallback] {
             profile = TLSProfile.named(fallback)
             context = ctx
+            sessionIDContext = Self.sessionIDContext(for: domain.primaryName, profile: fallback)
         }
         if context != baseContext {
             // Brings the profile's cipher list and security level; the version
@@ -121,19 +124,22 @@ public final class TLSServer: @unchecked Sendable {
             Log.error("\(domain.file): certificate: cannot be used for a handshake: \(opensslErrorString())")
             return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR))
         }
-        _ = domain.sessionIDContext.withUnsafeBufferPointer {
+        _ = sessionIDContext.withUnsafeBufferPointer {
             SSL_set_session_id_context(ssl, $0.baseAddress, UInt32($0.count))
         }
         SSL_set_ex_data(ssl, TLSCallbacks.domainIndex, UnsafeMutableRawPointer(bitPattern: id + 1))
         return .selected(id)
     }
 
-    /// SHA-256 of the primary name: stable across reloads and processes, at
+    /// SHA-256 of the primary name and the profile the session was made
+    /// under: a session resumes only on the same domain *and* policy (else a
+    /// CBC suite from a fallback-profile session would carry over to the
+    /// domain's own modern policy). Stable across reloads and processes, at
     /// most SSL_MAX_SID_CTX_LENGTH (32) bytes.
-    static func sessionIDContext(for name: String) -> [UInt8] {
+    static func sessionIDContext(for name: String, profile: TLSProfileName) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        var bytes = Array(name.utf8)
+        var bytes = Array(name.utf8) + [0] + Array(profile.rawValue.utf8)
         _ = EVP_Digest(&bytes, bytes.count, &digest, &length, EVP_sha256(), nil)
         return digest
     }

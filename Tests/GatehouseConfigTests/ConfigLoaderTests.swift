@@ -153,6 +153,31 @@ import Testing
         #expect(snap.domain(for: "nope.org") == nil)
     }
 
+    @Test func certificatePairsAndTLSKeys() throws {
+        let main = Fixtures.main + """
+            sni_fallback_profile = "legacy"
+            [tls]
+            default_domain = "example.com"
+            ticket_key_file = "keys/tickets.bin"
+            """
+        let domain = """
+            names = ["example.com"]
+            backend = "127.0.0.1:8000"
+            certificate = ["ec.pem", "/etc/ssl/rsa.pem"]
+            key = ["ec.key", "/etc/ssl/rsa.key"]
+            """
+        let (dir, result) = loadTree(main: main, domains: [("example.toml", domain)])
+        let snapshot = try result.get()
+        #expect(snapshot.listeners[0].sniFallbackProfile == .legacy)
+        #expect(snapshot.tls.ticketKeyFile == dir + "/keys/tickets.bin")
+        let pairs = snapshot.domains[0].certificates
+        #expect(pairs == [
+            CertificatePair(certificate: dir + "/domains.d/ec.pem", key: dir + "/domains.d/ec.key"),
+            CertificatePair(certificate: "/etc/ssl/rsa.pem", key: "/etc/ssl/rsa.key"),
+        ])
+        #expect(snapshot.domains[0].certificate == pairs[0].certificate)
+    }
+
     @Test func relativeMainPathIsMadeAbsolute() {
         #expect(FileSystem.absolute("gatehouse.toml", relativeTo: "/etc/gatehouse") == "/etc/gatehouse/gatehouse.toml")
         #expect(FileSystem.absolute("./a/../b//c.toml", relativeTo: "/x/") == "/x/b/c.toml")
