@@ -47,6 +47,16 @@ public enum ConfigLoader {
                 }
             }
         }
+        var metrics: MetricsSettings?
+        if let section = main.section("metrics", &diag) {
+            section.rejectUnknownKeys(allowed: ["address"], &diag)
+            if let raw = section.string("address", required: true, &diag) {
+                switch Syntax.listenAddress(raw) {
+                case .success(let a): metrics = MetricsSettings(host: a.host, port: a.port)
+                case .failure(let m): diag.add(mainFile, "metrics.address", m.text)
+                }
+            }
+        }
         if defaultDomain == nil, let l = listeners.first(where: { $0.sniFallbackProfile != nil }) {
             diag.add(mainFile, "listener", "sni_fallback_profile on \(l.address) needs [tls] default_domain (the domain served without SNI)")
         }
@@ -100,13 +110,14 @@ public enum ConfigLoader {
             timeouts: timeouts,
             limits: limits,
             tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile),
+            metrics: metrics,
             domains: domains,
             names: names)
     }
 
     // MARK: - Main file
 
-    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls"]
+    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics"]
     static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",

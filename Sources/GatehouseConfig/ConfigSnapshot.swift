@@ -12,6 +12,8 @@ public struct ConfigSnapshot: Sendable {
     public let timeouts: TimeoutSettings
     public let limits: LimitSettings
     public let tls: TLSSettings
+    /// `[metrics] address`: where the Prometheus endpoint listens; nil: none.
+    public let metrics: MetricsSettings?
     /// Sorted by file name; `domains[i].id == i` so ids double as array indices.
     public let domains: [DomainConfig]
     /// Maps SNI / Host names to indices into `domains`.
@@ -25,9 +27,11 @@ public struct ConfigSnapshot: Sendable {
         timeouts: TimeoutSettings = TimeoutSettings(),
         limits: LimitSettings = LimitSettings(),
         tls: TLSSettings = TLSSettings(),
+        metrics: MetricsSettings? = nil,
         domains: [DomainConfig],
         names: NameIndex
     ) {
+        self.metrics = metrics
         self.mainFile = mainFile
         self.domainsDirectory = domainsDirectory
         self.workers = workers
@@ -100,6 +104,18 @@ public struct ListenerConfig: Sendable, Equatable {
     /// "host:port", bracketing IPv6 so the text is unambiguous in logs.
     public var address: String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// `[metrics]`.
+public struct MetricsSettings: Sendable, Equatable {
+    /// Numeric IP literal without brackets.
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
     }
 }
 

@@ -119,14 +119,13 @@ final class ClientConnection {
         if what & Int16(BEV_EVENT_CONNECTED) != 0 {
             // TLS handshake complete. The first request is timed from here.
             guard state == .handshake else { return }
+            if let ssl { worker.stats.countHandshake(version: TLSServer.protocolVersion(of: ssl)) }
             state = .readingHead
             enter(.firstRequest)
             clientReadable()
             return
         }
-        if state == .handshake, Log.enabled(.debug) {
-            Log.debug("handshake failed from \(String(decoding: clientAddress, as: UTF8.self)): \(tlsErrorDescription())")
-        }
+        if state == .handshake { handshakeFailed() }
         // EOF or error: the client is gone. Abort whatever is in flight; the
         // backend connection cannot be reused mid-exchange.
         abortExchange()
@@ -167,6 +166,7 @@ final class ClientConnection {
     }
 
     private func logRejected(_ error: HTTPParseError) {
+        worker.stats.add(.requestsRejected)
         Log.notice("rejected request from \(String(decoding: clientAddress, as: UTF8.self)): \(error.status) \(error)")
     }
 
@@ -200,6 +200,7 @@ final class ClientConnection {
                 }
                 var sink = EvbufferSink(buffer: output)
                 let keepAlive = head.keepAlive && !hasBody && !worker.draining
+                worker.stats.countResponse(status: 301)
                 writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
                 evbuffer_drain(input, head.headLength)
                 parser.reset()
@@ -229,6 +230,7 @@ final class ClientConnection {
         state = .forwarding
 
         guard let backend = acquireBackend(route) else {
+            worker.stats.add(.backendConnectErrors)
             exchange = ex
             failExchange(status: 502, reason: "cannot connect to backend \(route.domain.backend)")
             return
@@ -360,6 +362,7 @@ final class ClientConnection {
                 enter(.backendConnect)
                 return
             }
+            worker.stats.add(backend.connected ? .backendResetErrors : .backendConnectErrors)
             failExchange(status: 502, reason: "backend \(ex.route.domain.backend) closed the connection before responding")
         } else {
             // Mid-body: the client's response is truncated; closing is the only honest signal.
@@ -444,6 +447,7 @@ final class ClientConnection {
             exchange = ex
             return
         }
+        worker.stats.countResponse(status: head.status)
         let clientFraming: BodyFraming
         switch head.framing {
         case .none:
@@ -535,6 +539,7 @@ final class ClientConnection {
     }
 
     private func respondLocally(status: Int, close: Bool) {
+        worker.stats.countResponse(status: status)
         var sink = EvbufferSink(buffer: output)
         let hstsBytes = listener.scheme == .https ? localHSTS() : nil
         hstsBytes.withOptionalBytes(enabled: true) { hsts in
@@ -620,6 +625,7 @@ final class ClientConnection {
         }
         switch expiry {
         case .close:
+            if state == .handshake { worker.stats.countHandshakeFailure(.aborted) }
             abortExchange()
             close()
         case .respond(let status):
@@ -629,24 +635,31 @@ final class ClientConnection {
             } else {
                 if status == 408 {
                     Log.notice("request head timeout from \(String(decoding: clientAddress, as: UTF8.self))")
+                } else {
+                    worker.stats.add(status == 504 ? .backendTimeouts : .backendConnectErrors)
                 }
                 failExchange(status: status, reason: status == 408 ? nil : "backend timeout (\(clock.phase))")
             }
         }
     }
 
-    private func tlsErrorDescription() -> String {
-        var code = bufferevent_get_openssl_error(bev)
-        while code != 0 {
-            // libevent also reports its own SSL_get_error() codes (1, 5).
-            if code > 255 {
+    /// Counts a failed handshake by reason (the metrics operators use to see
+    /// who still tries old TLS versions) and logs it at debug level.
+    private func handshakeFailed() {
+        guard let ssl else { return }
+        var codes: [UInt] = []
+        while case let code = bufferevent_get_openssl_error(bev), code != 0 { codes.append(code) }
+        let reason = HandshakeFailure.classify(reasons: HandshakeFailure.reasons(of: codes), refusal: TLSServer.refusal(of: ssl))
+        worker.stats.countHandshakeFailure(reason)
+        if Log.enabled(.debug) {
+            var text = reason.rawValue
+            if let code = codes.first(where: { $0 > 255 }) {
                 var buf = [CChar](repeating: 0, count: 200)
                 ERR_error_string_n(code, &buf, buf.count)
-                return String(cString: buf)
+                text += " (" + String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + ")"
             }
-            code = bufferevent_get_openssl_error(bev)
+            Log.debug("handshake failed from \(String(decoding: clientAddress, as: UTF8.self)): \(text)")
         }
-        return "connection closed"
     }
 }
 

@@ -13,6 +13,7 @@ public final class Worker {
     private(set) var runtime: ProxyRuntime
     private var listeners: [Listener] = []
     let pool = BackendPool()
+    public let stats = WorkerStats()
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
     private(set) var draining = false
     private var tickEvent: OpaquePointer?
@@ -59,6 +60,8 @@ public final class Worker {
         do {
             let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd, address: address)
             connections[ObjectIdentifier(conn)] = conn
+            stats.add(.connectionsAccepted)
+            stats.setOpenConnections(connections.count)
         } catch {
             Log.error("cannot set up accepted connection: \(error)")
             Glibc.close(fd)
@@ -72,6 +75,7 @@ public final class Worker {
 
     func connectionClosed(_ conn: ClientConnection) {
         connections[ObjectIdentifier(conn)] = nil
+        stats.setOpenConnections(connections.count)
         if !draining, connections.count < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {
             for l in listeners { l.resume() }
         }

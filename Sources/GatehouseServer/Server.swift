@@ -19,6 +19,7 @@ public final class Server {
     private let control: OpaquePointer
     private var signalEvents: [OpaquePointer] = []
     private var stopping = false
+    private var metrics: MetricsEndpoint?
 
     public init(configPath: String) {
         // Before any event_base exists: lets other threads wake a worker's loop.
@@ -39,6 +40,10 @@ public final class Server {
             } catch {
                 throw StartupError(description: error.description)
             }
+        }
+        if let settings = snapshot.metrics {
+            metrics = try MetricsEndpoint(base: control, settings: settings, stats: workers.map(\.worker.stats),
+                                          domains: snapshot.domains.count)
         }
         installSignals()
         for w in workers { w.start() }
@@ -92,6 +97,7 @@ public final class Server {
             exit(0)
         }
         stopping = true
+        metrics?.close()
         let drain = workers.first?.worker.runtimeTimeouts.drain ?? 30
         Log.info("signal \(sig): draining connections (up to \(Int(drain)) s)")
         for w in workers { w.requestDrain() }
@@ -146,6 +152,22 @@ final class WorkerThread {
 }
 
 enum ServerCallbacks {
+    static let metricsAccept: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<sockaddr>?, Int32, UnsafeMutableRawPointer?) -> Void = { _, fd, _, _, ctx in
+        Unmanaged<MetricsEndpoint>.fromOpaque(ctx!).takeUnretainedValue().accepted(fd: fd)
+    }
+    static let metricsRead: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { bev, ctx in
+        guard let bev, let ctx else { return }
+        Unmanaged<MetricsEndpoint>.fromOpaque(ctx).takeUnretainedValue().readable(bev)
+    }
+    static let metricsFlushed: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { bev, _ in
+        guard let bev, evbuffer_get_length(bufferevent_get_output(bev)) == 0 else { return }
+        bufferevent_free(bev)
+    }
+    static let metricsEvent: @convention(c) (OpaquePointer?, Int16, UnsafeMutableRawPointer?) -> Void = { bev, _, _ in
+        // EOF, error or timeout: nothing to keep.
+        if let bev { bufferevent_free(bev) }
+    }
+
     static let signal: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { sig, _, ctx in
         let s = Unmanaged<Server>.fromOpaque(ctx!).takeUnretainedValue()
         s.received(signal: sig)

@@ -6,6 +6,8 @@ import CShims
 enum TLSCallbacks {
     /// ex_data slot holding "selected domain + 1" on each SSL.
     static let domainIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
+    /// ex_data slot holding the alert the ClientHello callback refused with.
+    static let refusalIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
     /// ex_data slot holding the listener's SNI fallback profile + 1 on each SSL.
     static let fallbackIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
     /// ex_data slot holding the (unretained) TicketKeys on each SSL_CTX.
@@ -41,6 +43,7 @@ enum TLSCallbacks {
             return 1
         case .refuse(let code):
             alert?.pointee = code
+            SSL_set_ex_data(ssl, refusalIndex, UnsafeMutableRawPointer(bitPattern: Int(code) + 1))
             return 0
         }
     }

@@ -84,6 +84,16 @@ public final class TLSServer: @unchecked Sendable {
         return raw == 0 ? nil : raw - 1
     }
 
+    /// The alert the ClientHello callback refused the handshake with, if it did.
+    public static func refusal(of ssl: OpaquePointer) -> Int32? {
+        let raw = Int(bitPattern: SSL_get_ex_data(ssl, TLSCallbacks.refusalIndex))
+        return raw == 0 ? nil : Int32(raw - 1)
+    }
+
+    public static func protocolVersion(of ssl: OpaquePointer) -> TLSVersion? {
+        TLSVersion(rawValue: SSL_version(ssl))
+    }
+
     public static func negotiatedVersion(of ssl: OpaquePointer) -> String {
         String(cString: SSL_get_version(ssl))
     }

@@ -1,0 +1,64 @@
+import Synchronization
+import GatehouseTLS
+
+/// One worker's counters. Only its own thread writes them (relaxed atomic
+/// adds on memory no other worker writes, so nothing on the hot path is
+/// shared); the metrics endpoint reads every worker's and sums.
+public final class WorkerStats: Sendable {
+    public enum Counter: Int, CaseIterable, Sendable {
+        case connectionsAccepted
+        case handshakesTLS10, handshakesTLS11, handshakesTLS12, handshakesTLS13
+        case failedProtocolVersion, failedNoSharedCipher, failedUnrecognizedName
+        case failedInappropriateFallback, failedOther, failedAborted
+        case responses1xx, responses2xx, responses3xx, responses4xx, responses5xx
+        case backendConnectErrors, backendTimeouts, backendResetErrors
+        case requestsRejected
+    }
+
+    private let counters: InlineArray<20, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    private let open = Atomic<Int>(0)
+
+    public init() {
+        precondition(Counter.allCases.count <= 20)
+    }
+
+    @inline(__always) func add(_ c: Counter, _ n: UInt64 = 1) {
+        counters[c.rawValue].wrappingAdd(n, ordering: .relaxed)
+    }
+
+    public func value(_ c: Counter) -> UInt64 { counters[c.rawValue].load(ordering: .relaxed) }
+
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+    func setOpenConnections(_ n: Int) { open.store(n, ordering: .relaxed) }
+
+    func countHandshake(version: TLSVersion?) {
+        switch version {
+        case .tls1_0: add(.handshakesTLS10)
+        case .tls1_1: add(.handshakesTLS11)
+        case .tls1_2: add(.handshakesTLS12)
+        case .tls1_3: add(.handshakesTLS13)
+        case nil: break
+        }
+    }
+
+    func countHandshakeFailure(_ reason: HandshakeFailure) {
+        switch reason {
+        case .protocolVersion: add(.failedProtocolVersion)
+        case .noSharedCipher: add(.failedNoSharedCipher)
+        case .unrecognizedName: add(.failedUnrecognizedName)
+        case .inappropriateFallback: add(.failedInappropriateFallback)
+        case .other: add(.failedOther)
+        case .aborted: add(.failedAborted)
+        }
+    }
+
+    func countResponse(status: Int) {
+        switch status {
+        case 100..<200: add(.responses1xx)
+        case 200..<300: add(.responses2xx)
+        case 300..<400: add(.responses3xx)
+        case 400..<500: add(.responses4xx)
+        default: add(.responses5xx)
+        }
+    }
+}

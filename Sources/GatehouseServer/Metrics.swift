@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import GatehouseConfig
+import GatehouseHTTP
+import GatehouseLog
+import GatehouseProxy
+import GatehouseTLS
+
+/// The Prometheus text exposition (format 0.0.4) of every worker's counters,
+/// summed at scrape time.
+enum MetricsText {
+    struct Snapshot {
+        var counters: [WorkerStats.Counter: UInt64] = [:]
+        var openConnections = 0
+        var domains = 0
+        var workers = 0
+    }
+
+    static func collect(_ stats: [WorkerStats], domains: Int) -> Snapshot {
+        var s = Snapshot(domains: domains, workers: stats.count)
+        for w in stats {
+            for c in WorkerStats.Counter.allCases { s.counters[c, default: 0] += w.value(c) }
+            s.openConnections += w.openConnections
+        }
+        return s
+    }
+
+    static func render(_ s: Snapshot) -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for sample in samples { out += "\(name)\(sample.labels) \(sample.value)\n" }
+        }
+        func n(_ c: WorkerStats.Counter) -> String { String(s.counters[c] ?? 0) }
+        family("gatehouse_connections_accepted_total", "counter", "Client connections accepted.",
+               [("", n(.connectionsAccepted))])
+        family("gatehouse_connections_open", "gauge", "Client connections open now.", [("", String(s.openConnections))])
+        family("gatehouse_tls_handshakes_total", "counter", "Completed TLS handshakes by protocol version.", [
+            ("{version=\"TLSv1\"}", n(.handshakesTLS10)), ("{version=\"TLSv1.1\"}", n(.handshakesTLS11)),
+            ("{version=\"TLSv1.2\"}", n(.handshakesTLS12)), ("{version=\"TLSv1.3\"}", n(.handshakesTLS13)),
+        ])
+        let failures: [(HandshakeFailure, WorkerStats.Counter)] = [
+            (.protocolVersion, .failedProtocolVersion), (.noSharedCipher, .failedNoSharedCipher),
+            (.unrecognizedName, .failedUnrecognizedName), (.inappropriateFallback, .failedInappropriateFallback),
+            (.other, .failedOther), (.aborted, .failedAborted),
+        ]
+        family("gatehouse_tls_handshake_failures_total", "counter", "Failed TLS handshakes by reason.",
+               failures.map { ("{reason=\"\($0.0.rawValue)\"}", n($0.1)) })
+        family("gatehouse_http_responses_total", "counter", "Responses sent to clients by status class.", [
+            ("{class=\"1xx\"}", n(.responses1xx)), ("{class=\"2xx\"}", n(.responses2xx)),
+            ("{class=\"3xx\"}", n(.responses3xx)), ("{class=\"4xx\"}", n(.responses4xx)),
+            ("{class=\"5xx\"}", n(.responses5xx)),
+        ])
+        family("gatehouse_http_requests_rejected_total", "counter", "Requests refused by the parser (400, 413, 414, 431, 505).",
+               [("", n(.requestsRejected))])
+        family("gatehouse_backend_errors_total", "counter", "Backend failures by kind.", [
+            ("{kind=\"connect\"}", n(.backendConnectErrors)), ("{kind=\"timeout\"}", n(.backendTimeouts)),
+            ("{kind=\"reset\"}", n(.backendResetErrors)),
+        ])
+        family("gatehouse_domains", "gauge", "Domains in the running configuration.", [("", String(s.domains))])
+        family("gatehouse_workers", "gauge", "Worker threads.", [("", String(s.workers))])
+        return out
+    }
+}
+
+/// `[metrics] address`: a small plain-HTTP endpoint on the control thread's
+/// event base, away from the workers. GET /metrics only; one request per
+/// connection.
+final class MetricsEndpoint {
+    private let base: OpaquePointer
+    private var handle: OpaquePointer?
+    private let stats: [WorkerStats]
+    private let domains: Int
+
+    init(base: OpaquePointer, settings: MetricsSettings, stats: [WorkerStats], domains: Int) throws(StartupError) {
+        self.base = base
+        self.stats = stats
+        self.domains = domains
+        guard let address = SocketAddress(host: settings.host, port: settings.port) else {
+            throw StartupError(description: "metrics.address: bad address \(settings.host):\(settings.port)")
+        }
+        let flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
+        handle = address.withSockaddr { sa, len in
+            evconnlistener_new_bind(base, ServerCallbacks.metricsAccept, Unmanaged.passUnretained(self).toOpaque(),
+                                    flags, 64, sa, Int32(len))
+        }
+        guard handle != nil else {
+            throw StartupError(description: "cannot listen on \(address) for metrics: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { close() }
+
+    func close() {
+        if let handle { evconnlistener_free(handle) }
+        handle = nil
+    }
+
+    func accepted(fd: Int32) {
+        guard let bev = bufferevent_socket_new(base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            Glibc.close(fd)
+            return
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        bufferevent_set_timeouts(bev, &timeout, &timeout)
+        // Unretained: the endpoint lives as long as the control loop.
+        bufferevent_setcb(bev, ServerCallbacks.metricsRead, nil, ServerCallbacks.metricsEvent,
+                          Unmanaged.passUnretained(self).toOpaque())
+        _ = bufferevent_enable(bev, Int16(EV_READ))
+    }
+
+    /// Answers once the request head is complete; anything malformed gets 400.
+    func readable(_ bev: OpaquePointer) {
+        let input = bufferevent_get_input(bev)
+        let length = min(evbuffer_get_length(input), 8192)
+        guard let start = evbuffer_pullup(input, length) else { return }
+        var parser = RequestHeadParser(limits: HTTPLimits(maxRequestLineBytes: 1024, maxHeaderBytes: 8192, maxHeaderCount: 50))
+        let bytes = UnsafeRawBufferPointer(start: start, count: length)
+        let status: Int
+        var body = ""
+        switch parser.parse(bytes) {
+        case .incomplete:
+            if length < 8192 { return }
+            status = 431
+        case .error(let error):
+            status = error.status
+        case .complete(let head):
+            let path = bytes[span: head.path]
+            if !path.elementsEqual("/metrics".utf8) {
+                status = 404
+            } else if head.methodKind != .get && head.methodKind != .head {
+                status = 405
+            } else {
+                status = 200
+                if head.methodKind == .get { body = MetricsText.render(MetricsText.collect(stats, domains: domains)) }
+            }
+        }
+        _ = bufferevent_disable(bev, Int16(EV_READ))
+        var response = status == 200
+            ? "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+            : "HTTP/1.1 \(status) \(String(describing: reasonPhrase(for: status)))\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        response += body
+        response.withUTF8 { _ = bufferevent_write(bev, $0.baseAddress, $0.count) }
+        // Closed by the write callback once flushed.
+        bufferevent_setcb(bev, nil, ServerCallbacks.metricsFlushed, ServerCallbacks.metricsEvent, nil)
+    }
+}

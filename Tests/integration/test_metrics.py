@@ -1,0 +1,113 @@
+"""The Prometheus endpoint ([metrics] address): scraped with a real HTTP client
+and parsed; handshakes by version, failures by reason, responses by class."""
+
+import re
+import socket
+import time
+import urllib.request
+
+from harness import GatehouseCase, HTTPClient, free_port, https_get, s_client
+
+LEGACY = ["-cipher", "DEFAULT@SECLEVEL=0"]
+
+
+def parse_prometheus(text):
+    """{(name, labels): value}; checks every sample line is well-formed and typed."""
+    samples, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?)', line)
+        assert m, "malformed sample line %r" % line
+        assert m.group(1) in types, "sample %r without # TYPE" % line
+        samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+class MetricsTests(GatehouseCase):
+    @classmethod
+    def setUpEnv(cls, env):
+        app = env.backend("A")
+        env.domain("modern.toml", ["modern.test"], app)
+        env.domain("legacy.toml", ["legacy.test"], app, tls_profile="legacy")
+        cls.port = env.listener("https")
+        cls.metrics_port = free_port()
+        env.start(workers=2, metrics={"address": "127.0.0.1:%d" % cls.metrics_port})
+
+    def scrape(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+            return parse_prometheus(r.read().decode())
+
+    def delta(self, before, after, name, labels=""):
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    def test_handshakes_failures_and_responses_are_counted(self):
+        before = self.scrape()
+        # Completed handshakes: TLS 1.3 and 1.2 on modern, TLS 1.0 on legacy.
+        self.assertEqual(https_get(self.port, "modern.test", "/echo").status, 200)
+        self.assertEqual(s_client(self.port, "modern.test", ["-tls1_2"])[0], 0)
+        self.assertEqual(s_client(self.port, "legacy.test", ["-tls1"] + LEGACY)[0], 0)
+        # Failures, one of each reason.
+        self.assertNotEqual(s_client(self.port, "modern.test", ["-tls1"] + LEGACY)[0], 0)
+        self.assertNotEqual(s_client(self.port, "modern.test", ["-tls1_2", "-cipher", "AES128-SHA"])[0], 0)
+        self.assertNotEqual(s_client(self.port, "unknown.test")[0], 0)
+        self.assertNotEqual(s_client(self.port, "legacy.test", ["-tls1_1", "-fallback_scsv"] + LEGACY)[0], 0)
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")   # plain HTTP on the TLS port
+            s.settimeout(5)
+            try:
+                s.recv(100)
+            except ConnectionResetError:
+                pass
+        with socket.create_connection(("127.0.0.1", self.port)):
+            pass                                               # connect and leave
+        # Responses: a 404 from the backend and Gatehouse's own 421.
+        with HTTPClient.tls(self.port, "modern.test") as c:
+            self.assertEqual(c.request("GET", "/status/404", [("Host", "modern.test")]).status, 404)
+            self.assertEqual(c.request("GET", "/", [("Host", "legacy.test")]).status, 421)
+        time.sleep(0.3)
+        after = self.scrape()
+
+        d = lambda name, labels="": self.delta(before, after, name, labels)
+        self.assertGreaterEqual(d("gatehouse_tls_handshakes_total", '{version="TLSv1.3"}'), 2)
+        self.assertEqual(d("gatehouse_tls_handshakes_total", '{version="TLSv1.2"}'), 1)
+        self.assertEqual(d("gatehouse_tls_handshakes_total", '{version="TLSv1"}'), 1)
+        self.assertEqual(d("gatehouse_tls_handshakes_total", '{version="TLSv1.1"}'), 0)
+        for reason in ("protocol_version", "no_shared_cipher", "unrecognized_name", "inappropriate_fallback", "other"):
+            with self.subTest(reason=reason):
+                self.assertEqual(d("gatehouse_tls_handshake_failures_total", '{reason="%s"}' % reason), 1)
+        self.assertEqual(d("gatehouse_tls_handshake_failures_total", '{reason="aborted"}'), 1)
+        self.assertGreaterEqual(d("gatehouse_http_responses_total", '{class="2xx"}'), 1)
+        self.assertEqual(d("gatehouse_http_responses_total", '{class="4xx"}'), 2)
+        self.assertEqual(d("gatehouse_connections_accepted_total"), 10)
+        self.assertEqual(after[("gatehouse_domains", "")], 2)
+        self.assertEqual(after[("gatehouse_workers", "")], 2)
+
+    def test_open_connections_gauge(self):
+        with HTTPClient.tls(self.port, "modern.test") as c1, HTTPClient.tls(self.port, "modern.test") as c2:
+            for c in (c1, c2):
+                self.assertEqual(c.request("GET", "/echo", [("Host", "modern.test")]).status, 200)
+            self.assertGreaterEqual(self.scrape()[("gatehouse_connections_open", "")], 2)
+        time.sleep(0.3)
+        self.assertEqual(self.scrape()[("gatehouse_connections_open", "")], 0)
+
+    def test_other_paths_and_bad_requests(self):
+        for raw, status in ((b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+                            (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+                            (b"GET /metrics HTTP/1.1\r\n\r\n", 400)):
+            with self.subTest(raw=raw), socket.create_connection(("127.0.0.1", self.metrics_port)) as s:
+                s.sendall(raw)
+                s.settimeout(5)
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.assertTrue(data.startswith(b"HTTP/1.1 %d " % status), data)
