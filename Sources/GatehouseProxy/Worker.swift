@@ -99,6 +99,13 @@ public final class Worker {
         }
     }
 
+    /// A reloaded configuration: new connections use it; open ones keep the
+    /// runtime they were accepted under. Idle pooled backend connections are
+    /// kept, since pool keys are backend addresses.
+    public func adopt(_ next: ProxyRuntime) {
+        runtime = next
+    }
+
     /// Stops accepting; the loop ends when the open connections have finished.
     public func beginDrain() {
         draining = true

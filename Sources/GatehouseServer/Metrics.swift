@@ -16,6 +16,7 @@ enum MetricsText {
         var openConnections = 0
         var domains = 0
         var workers = 0
+        var reloads = (succeeded: 0, failed: 0)
     }
 
     static func collect(_ stats: [WorkerStats], domains: Int) -> Snapshot {
@@ -61,6 +62,9 @@ enum MetricsText {
         ])
         family("gatehouse_domains", "gauge", "Domains in the running configuration.", [("", String(s.domains))])
         family("gatehouse_workers", "gauge", "Worker threads.", [("", String(s.workers))])
+        family("gatehouse_reloads_total", "counter", "Configuration reloads (SIGHUP) by result.", [
+            ("{result=\"success\"}", String(s.reloads.succeeded)), ("{result=\"failure\"}", String(s.reloads.failed)),
+        ])
         return out
     }
 }
@@ -72,7 +76,8 @@ final class MetricsEndpoint {
     private let base: OpaquePointer
     private var handle: OpaquePointer?
     private let stats: [WorkerStats]
-    private let domains: Int
+    var domains: Int
+    var reloads = (succeeded: 0, failed: 0)
 
     init(base: OpaquePointer, settings: MetricsSettings, stats: [WorkerStats], domains: Int) throws(StartupError) {
         self.base = base
@@ -134,7 +139,11 @@ final class MetricsEndpoint {
                 status = 405
             } else {
                 status = 200
-                if head.methodKind == .get { body = MetricsText.render(MetricsText.collect(stats, domains: domains)) }
+                if head.methodKind == .get {
+                    var snapshot = MetricsText.collect(stats, domains: domains)
+                    snapshot.reloads = reloads
+                    body = MetricsText.render(snapshot)
+                }
             }
         }
         _ = bufferevent_disable(bev, Int16(EV_READ))

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLibevent
+import Synchronization
 import GatehouseConfig
 import GatehouseLog
 import GatehouseProxy
@@ -12,7 +13,8 @@ public struct StartupError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The process: loads the configuration, builds the runtime, runs one worker
-/// thread per configured worker, and handles signals on the main thread.
+/// thread per configured worker, and handles signals on the main thread:
+/// SIGHUP reloads, SIGTERM/SIGINT drain and stop.
 public final class Server {
     private let configPath: String
     private var workers: [WorkerThread] = []
@@ -20,6 +22,9 @@ public final class Server {
     private var signalEvents: [OpaquePointer] = []
     private var stopping = false
     private var metrics: MetricsEndpoint?
+    private var runtime: ProxyRuntime?
+    private let notify = SystemdNotify()
+    private var reloads = (succeeded: 0, failed: 0)
 
     public init(configPath: String) {
         // Before any event_base exists: lets other threads wake a worker's loop.
@@ -31,7 +36,12 @@ public final class Server {
 
     /// Loads everything, binds every listener, then serves until SIGTERM/SIGINT.
     public func run() throws(StartupError) {
-        let runtime = try Self.loadRuntime(path: configPath)
+        let runtime: ProxyRuntime
+        switch RuntimeLoader.load(path: configPath, previous: nil) {
+        case .success(let r): runtime = r
+        case .failure(let f): throw StartupError(description: f.lines.joined(separator: "\n"))
+        }
+        self.runtime = runtime
         let snapshot = runtime.snapshot
         let count = snapshot.workers == 0 ? max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) : snapshot.workers
         for i in 0..<count {
@@ -47,43 +57,21 @@ public final class Server {
         }
         installSignals()
         for w in workers { w.start() }
-        let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.host):\($0.port)" }.joined(separator: " ")
+        let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.address)" }.joined(separator: " ")
         Log.info("ready: \(snapshot.domains.count) domains, \(count) worker\(count == 1 ? "" : "s"), listening on \(listening)")
+        notify.send("READY=1", status(snapshot))
         event_base_dispatch(control)
         for w in workers { w.join() }
         Log.info("stopped")
     }
 
-    static func loadRuntime(path: String) throws(StartupError) -> ProxyRuntime {
-        let snapshot: ConfigSnapshot
-        do {
-            snapshot = try ConfigLoader.load(path: path)
-        } catch {
-            throw StartupError(description: error.description)
-        }
-        let (credentials, failures) = CredentialSet.load(snapshot)
-        // One broken domain never takes the others down: it is left out.
-        for failure in failures { Log.error("\(failure) (domain disabled)") }
-        for warning in CredentialSet.expiryWarnings(snapshot, credentials) {
-            if warning.expired { Log.error(warning.text) } else { Log.warning(warning.text) }
-        }
-        do {
-            let keys = try TicketKeys.load(snapshot.tls)
-            Log.info("session tickets: \(keys.source)")
-            return ProxyRuntime(snapshot: snapshot,
-                                tls: try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys))
-        } catch let error as TicketKeyError {
-            throw StartupError(description: error.description)
-        } catch let error as TLSSetupError {
-            throw StartupError(description: error.description)
-        } catch {
-            throw StartupError(description: "\(error)")
-        }
+    private func status(_ snapshot: ConfigSnapshot) -> String {
+        "STATUS=\(snapshot.domains.count) domains, \(workers.reduce(0) { $0 + $1.worker.stats.openConnections }) connections"
     }
 
     private func installSignals() {
         let context = Unmanaged.passUnretained(self).toOpaque()
-        for sig in [SIGTERM, SIGINT] {
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
             if let ev = event_new(control, sig, Int16(EV_SIGNAL | EV_PERSIST), ServerCallbacks.signal, context) {
                 event_add(ev, nil)
                 signalEvents.append(ev)
@@ -92,19 +80,62 @@ public final class Server {
     }
 
     func received(signal sig: Int32) {
+        if sig == SIGHUP {
+            if !stopping { reload() }
+            return
+        }
         guard !stopping else {
             Log.notice("second signal: stopping now")
             exit(0)
         }
         stopping = true
+        notify.send("STOPPING=1")
         metrics?.close()
         let drain = workers.first?.worker.runtimeTimeouts.drain ?? 30
         Log.info("signal \(sig): draining connections (up to \(Int(drain)) s)")
         for w in workers { w.requestDrain() }
-        for ev in signalEvents { event_del(ev) }
-        // Keep SIGINT/SIGTERM for the "second signal" path above.
-        for ev in signalEvents { event_add(ev, nil) }
         event_base_loopexit(control, nil)
+    }
+
+    /// Re-reads every file on this (control) thread while the workers serve;
+    /// then hands the new runtime to each worker. New connections use it;
+    /// connections in flight finish on the runtime they were accepted under.
+    private func reload() {
+        guard let current = runtime else { return }
+        notify.send("RELOADING=1", "MONOTONIC_USEC=\(SystemdNotify.monotonicMicroseconds())")
+        Log.info("reloading \(configPath)")
+        switch RuntimeLoader.load(path: configPath, previous: current) {
+        case .failure(let f):
+            reloads.failed += 1
+            for line in f.lines { Log.error(line) }
+            Log.error("reload failed: keeping the running configuration (\(current.snapshot.domains.count) domains)")
+            notify.send("READY=1", "STATUS=reload failed; serving the previous configuration")
+        case .success(let next):
+            for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
+            runtime = next
+            for w in workers { w.adopt(next) }
+            metrics?.domains = next.snapshot.domains.count
+            reloads.succeeded += 1
+            Log.info("reloaded: \(next.snapshot.domains.count) domains")
+            notify.send("READY=1", status(next.snapshot))
+        }
+        metrics?.reloads = reloads
+    }
+
+    /// Listeners, worker count and the metrics address are bound at start;
+    /// a reload keeps them as they are and says so.
+    static func restartOnlyChanges(from old: ConfigSnapshot, to new: ConfigSnapshot) -> [String] {
+        var warnings: [String] = []
+        if old.listeners != new.listeners {
+            warnings.append("\(new.mainFile): listener: changes take effect after a restart")
+        }
+        if old.workers != new.workers {
+            warnings.append("\(new.mainFile): workers: changes take effect after a restart")
+        }
+        if old.metrics != new.metrics {
+            warnings.append("\(new.mainFile): metrics: changes take effect after a restart")
+        }
+        return warnings
     }
 }
 
@@ -114,17 +145,34 @@ final class WorkerThread {
     private var thread = pthread_t()
     private var drainEvent: OpaquePointer?
     private var deadlineEvent: OpaquePointer?
+    private var adoptEvent: OpaquePointer?
+    /// Written by the control thread, taken by the worker's thread.
+    private let pending = Mutex<ProxyRuntime?>(nil)
 
     init(worker: Worker) {
         self.worker = worker
         let context = Unmanaged.passUnretained(self).toOpaque()
         drainEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.drain, context)
         deadlineEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.drainDeadline, context)
+        adoptEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.adopt, context)
     }
 
     deinit {
         if let drainEvent { event_free(drainEvent) }
         if let deadlineEvent { event_free(deadlineEvent) }
+        if let adoptEvent { event_free(adoptEvent) }
+    }
+
+    /// Called from the control thread: the worker switches at its next loop turn.
+    func adopt(_ runtime: ProxyRuntime) {
+        pending.withLock { $0 = runtime }
+        event_active(adoptEvent, 0, 0)
+    }
+
+    /// On the worker thread.
+    func adoptPending() {
+        guard let runtime = pending.withLock({ slot in defer { slot = nil }; return slot }) else { return }
+        worker.adopt(runtime)
     }
 
     func start() {
@@ -171,6 +219,9 @@ enum ServerCallbacks {
     static let signal: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { sig, _, ctx in
         let s = Unmanaged<Server>.fromOpaque(ctx!).takeUnretainedValue()
         s.received(signal: sig)
+    }
+    static let adopt: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
+        Unmanaged<WorkerThread>.fromOpaque(ctx!).takeUnretainedValue().adoptPending()
     }
     static let drain: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
         Unmanaged<WorkerThread>.fromOpaque(ctx!).takeUnretainedValue().drainNow()

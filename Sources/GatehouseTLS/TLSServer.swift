@@ -84,6 +84,12 @@ public final class TLSServer: @unchecked Sendable {
         return raw == 0 ? nil : raw - 1
     }
 
+    /// What a domain file's domain is served with now (for a reload whose new
+    /// certificate fails to load). Linear: only called for failed domains.
+    public func credentials(forDomainFile file: String) -> [Credentials] {
+        domains.first { $0.file == file }?.credentials ?? []
+    }
+
     /// The alert the ClientHello callback refused the handshake with, if it did.
     public static func refusal(of ssl: OpaquePointer) -> Int32? {
         let raw = Int(bitPattern: SSL_get_ex_data(ssl, TLSCallbacks.refusalIndex))
