@@ -1,6 +1,6 @@
 # Shared by scripts/test and scripts/demo: `source scripts/lib.sh`.
 
-GATEHOUSE_APT_PACKAGES=(libevent-dev libssl-dev openssl python3 curl pkg-config)
+GATEHOUSE_APT_PACKAGES=(libevent-dev libssl-dev openssl python3 curl pkg-config systemd logrotate)
 
 gh_log() { printf '==> %s\n' "$*" >&2; }
 

@@ -57,6 +57,27 @@ public enum ConfigLoader {
                 }
             }
         }
+        var accessLog: AccessLogSettings?
+        if let section = main.section("access_log", &diag) {
+            section.rejectUnknownKeys(allowed: ["path", "format"], &diag)
+            let path = section.string("path", required: true, &diag)
+            var format = AccessLogFormat.combined
+            if let raw = section.string("format", &diag) {
+                if let f = AccessLogFormat(rawValue: raw) {
+                    format = f
+                } else {
+                    diag.add(mainFile, "access_log.format", "unknown format \"\(raw)\" (combined, json)")
+                }
+            }
+            if let path {
+                if path.isEmpty {
+                    diag.add(mainFile, "access_log.path", "must not be empty")
+                } else {
+                    accessLog = AccessLogSettings(
+                        path: FileSystem.absolute(path, relativeTo: FileSystem.directory(of: mainFile)), format: format)
+                }
+            }
+        }
         if defaultDomain == nil, let l = listeners.first(where: { $0.sniFallbackProfile != nil }) {
             diag.add(mainFile, "listener", "sni_fallback_profile on \(l.address) needs [tls] default_domain (the domain served without SNI)")
         }
@@ -111,13 +132,14 @@ public enum ConfigLoader {
             limits: limits,
             tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile),
             metrics: metrics,
+            accessLog: accessLog,
             domains: domains,
             names: names)
     }
 
     // MARK: - Main file
 
-    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics"]
+    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log"]
     static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",

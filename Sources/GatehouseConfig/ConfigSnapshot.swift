@@ -14,6 +14,8 @@ public struct ConfigSnapshot: Sendable {
     public let tls: TLSSettings
     /// `[metrics] address`: where the Prometheus endpoint listens; nil: none.
     public let metrics: MetricsSettings?
+    /// `[access_log]`; nil: no access log.
+    public let accessLog: AccessLogSettings?
     /// Sorted by file name; `domains[i].id == i` so ids double as array indices.
     public let domains: [DomainConfig]
     /// Maps SNI / Host names to indices into `domains`.
@@ -28,10 +30,12 @@ public struct ConfigSnapshot: Sendable {
         limits: LimitSettings = LimitSettings(),
         tls: TLSSettings = TLSSettings(),
         metrics: MetricsSettings? = nil,
+        accessLog: AccessLogSettings? = nil,
         domains: [DomainConfig],
         names: NameIndex
     ) {
         self.metrics = metrics
+        self.accessLog = accessLog
         self.mainFile = mainFile
         self.domainsDirectory = domainsDirectory
         self.workers = workers
@@ -116,6 +120,25 @@ public struct MetricsSettings: Sendable, Equatable {
     public init(host: String, port: UInt16) {
         self.host = host
         self.port = port
+    }
+}
+
+public enum AccessLogFormat: String, Sendable, CaseIterable {
+    /// The combined log format plus TLS and timing fields as key=value.
+    case combined
+    /// One JSON object per line.
+    case json
+}
+
+/// `[access_log]`.
+public struct AccessLogSettings: Sendable, Equatable {
+    /// Absolute path.
+    public var path: String
+    public var format: AccessLogFormat
+
+    public init(path: String, format: AccessLogFormat = .combined) {
+        self.path = path
+        self.format = format
     }
 }
 

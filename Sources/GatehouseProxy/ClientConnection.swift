@@ -30,6 +30,10 @@ final class ClientConnection {
     private var backendReadPaused = false
     /// Reading from the client is paused until the backend drains its output.
     private var clientReadPaused = false
+    /// The access log entry of the request in progress (only with an access log).
+    private var record: AccessRecord?
+    private var recordStarted = 0.0
+    private var backendStarted = 0.0
 
     enum State: Equatable {
         case handshake
@@ -157,6 +161,7 @@ final class ClientConnection {
                 return
             case .error(let error):
                 logRejected(error)
+                beginRecord(nil, bytes)
                 respondLocally(status: error.status, close: true)
                 return
             case .complete(let head):
@@ -171,6 +176,7 @@ final class ClientConnection {
     }
 
     private func startRequest(_ head: RequestHead, bytes: UnsafeRawBufferPointer) {
+        beginRecord(head, bytes)
         let hostName = head.host.map { hostWithoutPort(bytes[span: $0]) }
         let hostDomain = hostName.flatMap { runtime.snapshot.names.lookup($0) }
         let hasBody = head.framing != .none
@@ -201,7 +207,11 @@ final class ClientConnection {
                 var sink = EvbufferSink(buffer: output)
                 let keepAlive = head.keepAlive && !hasBody && !worker.draining
                 worker.stats.countResponse(status: 301)
+                let before = output.evLength
                 writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
+                record?.status = 301
+                record?.bytesOut += UInt64(output.evLength - before)
+                finishRecord()
                 evbuffer_drain(input, head.headLength)
                 parser.reset()
                 if keepAlive { enter(.idle) } else { beginClosing() }
@@ -237,6 +247,7 @@ final class ClientConnection {
         }
         ex.backend = backend
         exchange = ex
+        backendStarted = monotonicNow()
         sendUpstreamHead(to: backend)
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
@@ -284,7 +295,9 @@ final class ClientConnection {
 
     private func pumpRequestBody() {
         guard var ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
+        let before = input.evLength
         let result = ex.requestBody.pump(from: input, to: backend.output, reframe: true)
+        record?.bytesIn += UInt64(before - input.evLength)
         exchange = ex
         switch result {
         case .progress, .needMore:
@@ -408,7 +421,9 @@ final class ClientConnection {
                     startResponse(head, bytes: bytes, backend: backend)
                 }
             case .body:
+                let before = output.evLength
                 let result = ex.responseBody.pump(from: backend.input, to: output, reframe: ex.reframeChunks)
+                record?.bytesOut += UInt64(output.evLength - before)
                 exchange = ex
                 switch result {
                 case .progress, .needMore:
@@ -471,9 +486,15 @@ final class ClientConnection {
         ex.responseStarted = true
         ex.upstreamHead = []
         var sink = EvbufferSink(buffer: output)
+        let before = output.evLength
         ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
             writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: ex.clientKeepAlive,
                                     clientVersion: ex.clientVersion, hsts: hsts, into: &sink)
+        }
+        if record != nil {
+            record?.status = head.status
+            record?.bytesOut += UInt64(output.evLength - before)
+            record?.backendSeconds = monotonicNow() - backendStarted
         }
         evbuffer_drain(backend.input, head.headLength)
         exchange = ex
@@ -483,6 +504,7 @@ final class ClientConnection {
     private func finishResponse() {
         guard let ex = exchange else { return }
         exchange = nil
+        finishRecord()
         if let backend = ex.backend {
             if ex.backendReusable, ex.requestBody.isDone, !backend.closed {
                 resumeBackendRead(backend)
@@ -542,9 +564,13 @@ final class ClientConnection {
         worker.stats.countResponse(status: status)
         var sink = EvbufferSink(buffer: output)
         let hstsBytes = listener.scheme == .https ? localHSTS() : nil
+        let before = output.evLength
         hstsBytes.withOptionalBytes(enabled: true) { hsts in
             writeErrorResponse(status: status, hsts: hsts, close: close, into: &sink)
         }
+        record?.status = status
+        record?.bytesOut += UInt64(output.evLength - before)
+        finishRecord()
         if close {
             beginClosing()
         } else {
@@ -578,6 +604,7 @@ final class ClientConnection {
     func close() {
         guard state != .closed else { return }
         state = .closed
+        finishRecord()
         abortExchange()
         event_free(timer)
         if let ssl {
@@ -603,6 +630,43 @@ final class ClientConnection {
         case .idle, .firstRequest, .handshake: close()
         default: break
         }
+    }
+
+    // MARK: - Access log
+
+    /// Starts the access log entry of a request (head nil: it did not parse).
+    private func beginRecord(_ head: RequestHead?, _ bytes: UnsafeRawBufferPointer) {
+        guard worker.accessLog != nil else { return }
+        var r = AccessRecord(start: wallClockNow(), client: clientAddress)
+        if let ssl {
+            r.sni = TLSServer.serverName(of: ssl)
+            r.tlsVersion = Array(TLSServer.negotiatedVersion(of: ssl).utf8)
+            r.cipher = Array(TLSServer.negotiatedCipher(of: ssl).utf8)
+        }
+        if let head {
+            r.method = Array(bytes[span: head.method])
+            r.target = Array(bytes[span: head.target])
+            r.version = head.version
+            if let host = head.host { r.host = Array(bytes[span: host]) }
+            for field in head.headers where field.kind == .other {
+                let name = bytes[span: field.name]
+                if name.count == 10, asciiEqualIgnoringCase(name, "user-agent") {
+                    r.userAgent = Array(bytes[span: field.value])
+                } else if name.count == 7, asciiEqualIgnoringCase(name, "referer") {
+                    r.referer = Array(bytes[span: field.value])
+                }
+            }
+            r.bytesIn = UInt64(head.headLength)
+        }
+        record = r
+        recordStarted = monotonicNow()
+    }
+
+    private func finishRecord() {
+        guard var r = record, let log = worker.accessLog else { return }
+        record = nil
+        r.totalSeconds = monotonicNow() - recordStarted
+        log.append(r)
     }
 
     // MARK: - Timers

@@ -47,3 +47,22 @@ func timeval(seconds: Double) -> timeval {
     let s = Swift.max(0, seconds)
     return Glibc.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1_000_000))
 }
+
+/// Wall-clock seconds since the epoch (access log timestamps only).
+func wallClockNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// ASCII case-insensitive comparison with a lowercase literal.
+func asciiEqualIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+    guard bytes.count == lower.utf8CodeUnitCount else { return false }
+    let l = lower.utf8Start
+    for i in 0 ..< bytes.count {
+        var b = bytes[i]
+        if b >= 65 && b <= 90 { b |= 0x20 }
+        if b != l[i] { return false }
+    }
+    return true
+}

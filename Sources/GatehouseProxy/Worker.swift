@@ -14,6 +14,7 @@ public final class Worker {
     private var listeners: [Listener] = []
     let pool = BackendPool()
     public let stats = WorkerStats()
+    private(set) var accessLog: AccessLogWriter?
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
     private(set) var draining = false
     private var tickEvent: OpaquePointer?
@@ -26,6 +27,7 @@ public final class Worker {
         self.base = base
         self.index = index
         self.runtime = runtime
+        accessLog = runtime.snapshot.accessLog.map { AccessLogWriter(settings: $0) }
         for config in runtime.snapshot.listeners {
             do {
                 listeners.append(try Listener(worker: self, config: config))
@@ -50,6 +52,7 @@ public final class Worker {
     /// Runs the loop until `stop()` or until draining has finished.
     public func run() {
         event_base_dispatch(base)
+        accessLog?.flush()
     }
 
     func accept(fd: Int32, address: UnsafePointer<sockaddr>?, listener: Listener) {
@@ -92,6 +95,7 @@ public final class Worker {
     func tick() {
         let now = monotonicNow()
         pool.expire(now: now)
+        accessLog?.flush()
         if !draining, acceptPausedUntil > 0, now >= acceptPausedUntil,
            connections.count < runtime.snapshot.limits.maxConnections {
             acceptPausedUntil = 0
@@ -104,11 +108,20 @@ public final class Worker {
     /// kept, since pool keys are backend addresses.
     public func adopt(_ next: ProxyRuntime) {
         runtime = next
+        if accessLog?.settings != next.snapshot.accessLog {
+            accessLog = next.snapshot.accessLog.map { AccessLogWriter(settings: $0) }
+        }
+    }
+
+    /// SIGUSR1, after logrotate moved the file.
+    public func reopenAccessLog() {
+        accessLog?.reopen()
     }
 
     /// Stops accepting; the loop ends when the open connections have finished.
     public func beginDrain() {
         draining = true
+        accessLog?.flush()
         for l in listeners { l.close() }
         listeners.removeAll()
         pool.closeAll()

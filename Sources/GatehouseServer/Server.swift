@@ -71,7 +71,7 @@ public final class Server {
 
     private func installSignals() {
         let context = Unmanaged.passUnretained(self).toOpaque()
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] {
             if let ev = event_new(control, sig, Int16(EV_SIGNAL | EV_PERSIST), ServerCallbacks.signal, context) {
                 event_add(ev, nil)
                 signalEvents.append(ev)
@@ -82,6 +82,11 @@ public final class Server {
     func received(signal sig: Int32) {
         if sig == SIGHUP {
             if !stopping { reload() }
+            return
+        }
+        if sig == SIGUSR1 {
+            // logrotate moved the access log: every worker reopens its own descriptor.
+            for w in workers { w.reopenAccessLog() }
             return
         }
         guard !stopping else {
@@ -146,6 +151,7 @@ final class WorkerThread {
     private var drainEvent: OpaquePointer?
     private var deadlineEvent: OpaquePointer?
     private var adoptEvent: OpaquePointer?
+    private var reopenEvent: OpaquePointer?
     /// Written by the control thread, taken by the worker's thread.
     private let pending = Mutex<ProxyRuntime?>(nil)
 
@@ -155,12 +161,19 @@ final class WorkerThread {
         drainEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.drain, context)
         deadlineEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.drainDeadline, context)
         adoptEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.adopt, context)
+        reopenEvent = event_new(worker.eventBase, -1, 0, ServerCallbacks.reopen, context)
     }
 
     deinit {
         if let drainEvent { event_free(drainEvent) }
         if let deadlineEvent { event_free(deadlineEvent) }
         if let adoptEvent { event_free(adoptEvent) }
+        if let reopenEvent { event_free(reopenEvent) }
+    }
+
+    /// Called from the control thread.
+    func reopenAccessLog() {
+        event_active(reopenEvent, 0, 0)
     }
 
     /// Called from the control thread: the worker switches at its next loop turn.
@@ -219,6 +232,9 @@ enum ServerCallbacks {
     static let signal: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { sig, _, ctx in
         let s = Unmanaged<Server>.fromOpaque(ctx!).takeUnretainedValue()
         s.received(signal: sig)
+    }
+    static let reopen: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
+        Unmanaged<WorkerThread>.fromOpaque(ctx!).takeUnretainedValue().worker.reopenAccessLog()
     }
     static let adopt: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
         Unmanaged<WorkerThread>.fromOpaque(ctx!).takeUnretainedValue().adoptPending()

@@ -100,6 +100,12 @@ public final class TLSServer: @unchecked Sendable {
         TLSVersion(rawValue: SSL_version(ssl))
     }
 
+    /// The SNI name the client sent, as sent (empty without SNI).
+    public static func serverName(of ssl: OpaquePointer) -> [UInt8] {
+        guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+    }
+
     public static func negotiatedVersion(of ssl: OpaquePointer) -> String {
         String(cString: SSL_get_version(ssl))
     }

@@ -371,7 +371,8 @@ class Env:
         self.domain_files[filename] = path
         return path
 
-    def write_config(self, workers=1, timeouts=None, limits=None, tls=None, metrics=None, extra_top=None):
+    def write_config(self, workers=1, timeouts=None, limits=None, tls=None, metrics=None, extra_top=None,
+                     extra_sections=None):
         t = {"handshake": 5, "request_header": 5, "idle": 30, "backend_connect": 2,
              "backend_response": 30, "drain": 1}
         t.update(timeouts or {})
@@ -385,6 +386,8 @@ class Env:
             text += "\n[tls]\n" + toml_table(tls)
         if metrics:
             text += "\n[metrics]\n" + toml_table(metrics)
+        for name, table in (extra_sections or {}).items():
+            text += "\n[%s]\n" % name + toml_table(table)
         with open(self.config_path, "w") as f:
             f.write(text)
         return self.config_path
