@@ -30,6 +30,13 @@ public enum ConfigLoader {
             }
         }
 
+        let privileges = PrivilegeSettings(
+            user: main.string("user", &diag), group: main.string("group", &diag),
+            allowRoot: main.bool("allow_root", &diag) ?? false)
+        if privileges.user?.isEmpty == true { diag.add(mainFile, "user", "must not be empty") }
+        if privileges.group != nil && privileges.user == nil { diag.add(mainFile, "group", "needs user") }
+        if privileges.user != nil && privileges.allowRoot { diag.add(mainFile, "allow_root", "contradicts user") }
+
         let listeners = parseListeners(main, &diag)
         let timeouts = parseTimeouts(main, &diag)
         let limits = parseLimits(main, &diag)
@@ -133,13 +140,15 @@ public enum ConfigLoader {
             tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile),
             metrics: metrics,
             accessLog: accessLog,
+            privileges: privileges,
             domains: domains,
             names: names)
     }
 
     // MARK: - Main file
 
-    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log"]
+    static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log",
+                                          "user", "group", "allow_root"]
     static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",

@@ -16,6 +16,8 @@ public struct ConfigSnapshot: Sendable {
     public let metrics: MetricsSettings?
     /// `[access_log]`; nil: no access log.
     public let accessLog: AccessLogSettings?
+    /// `user` / `group` / `allow_root`: who the process runs as after binding.
+    public let privileges: PrivilegeSettings
     /// Sorted by file name; `domains[i].id == i` so ids double as array indices.
     public let domains: [DomainConfig]
     /// Maps SNI / Host names to indices into `domains`.
@@ -31,11 +33,13 @@ public struct ConfigSnapshot: Sendable {
         tls: TLSSettings = TLSSettings(),
         metrics: MetricsSettings? = nil,
         accessLog: AccessLogSettings? = nil,
+        privileges: PrivilegeSettings = PrivilegeSettings(),
         domains: [DomainConfig],
         names: NameIndex
     ) {
         self.metrics = metrics
         self.accessLog = accessLog
+        self.privileges = privileges
         self.mainFile = mainFile
         self.domainsDirectory = domainsDirectory
         self.workers = workers
@@ -120,6 +124,21 @@ public struct MetricsSettings: Sendable, Equatable {
     public init(host: String, port: UInt16) {
         self.host = host
         self.port = port
+    }
+}
+
+/// Started as root (without systemd), Gatehouse binds its ports and then
+/// becomes `user`; staying root needs `allow_root = true`.
+public struct PrivilegeSettings: Sendable, Equatable {
+    public var user: String?
+    /// Defaults to the user's primary group.
+    public var group: String?
+    public var allowRoot: Bool
+
+    public init(user: String? = nil, group: String? = nil, allowRoot: Bool = false) {
+        self.user = user
+        self.group = group
+        self.allowRoot = allowRoot
     }
 }
 

@@ -55,6 +55,8 @@ public final class Server {
             metrics = try MetricsEndpoint(base: control, settings: settings, stats: workers.map(\.worker.stats),
                                           domains: snapshot.domains.count)
         }
+        // Bound: now stop being root, before any thread or request exists.
+        try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile)
         installSignals()
         for w in workers { w.start() }
         let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.address)" }.joined(separator: " ")

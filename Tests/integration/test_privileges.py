@@ -1,0 +1,60 @@
+"""Started as root without systemd: bind, then become `user`; refuse to stay
+root unless allow_root = true."""
+
+import os
+import pwd
+import subprocess
+import unittest
+
+from harness import GATEHOUSE_BIN, Env, https_get
+
+
+def status_ids(pid):
+    ids = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("Uid:", "Gid:", "Groups:")):
+                key, _, rest = line.partition(":")
+                ids[key] = rest.split()
+    return ids
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (CI runs as root)")
+class PrivilegeTests(unittest.TestCase):
+    def make_env(self, **top):
+        env = Env()
+        self.addCleanup(env.close)
+        os.chmod(env.dir, 0o755)   # nobody must read its files on reload; the key is read before the drop
+        env.domain("a.toml", ["a.test"], env.backend("A"))
+        port = env.listener("https")
+        env.write_config(extra_top=top)
+        return env, port
+
+    def test_drops_to_user_after_binding(self):
+        env, port = self.make_env(user="nobody")
+        env.start(write=False)
+        nobody = pwd.getpwnam("nobody")
+        ids = status_ids(env.gatehouse.proc.pid)
+        self.assertEqual(ids["Uid"], [str(nobody.pw_uid)] * 4, "real, effective, saved, fs uid")
+        self.assertEqual(ids["Gid"], [str(nobody.pw_gid)] * 4)
+        self.assertEqual(ids.get("Groups", []), [], "supplementary groups dropped")
+        self.assertEqual(https_get(port, "a.test").status, 200)
+        self.assertIn("running as user nobody", env.gatehouse.stderr())
+
+    def test_refuses_root_without_allow_root(self):
+        env, _ = self.make_env()
+        # write_config adds allow_root for root runs; take it out again.
+        with open(env.config_path) as f:
+            text = f.read().replace("allow_root = true\n", "")
+        with open(env.config_path, "w") as f:
+            f.write(text)
+        r = subprocess.run([GATEHOUSE_BIN, "run", "-c", env.config_path], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"refusing to run as root", r.stderr)
+        self.assertNotIn(b"Fatal error", r.stderr)
+
+    def test_unknown_user_is_a_clear_error(self):
+        env, _ = self.make_env(user="no-such-user-gatehouse")
+        r = subprocess.run([GATEHOUSE_BIN, "run", "-c", env.config_path], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b'user: no such user "no-such-user-gatehouse"', r.stderr)
