@@ -123,7 +123,13 @@ final class ClientConnection {
         if what & Int16(BEV_EVENT_CONNECTED) != 0 {
             // TLS handshake complete. The first request is timed from here.
             guard state == .handshake else { return }
-            if let ssl { worker.stats.countHandshake(version: TLSServer.protocolVersion(of: ssl)) }
+            if let ssl {
+                let version = TLSServer.protocolVersion(of: ssl)
+                worker.stats.countHandshake(version: version)
+                if let version, let id = TLSServer.selectedDomain(of: ssl), id < runtime.handshakes.count {
+                    runtime.handshakes[id].count(version)
+                }
+            }
             state = .readingHead
             enter(.firstRequest)
             clientReadable()
@@ -247,7 +253,7 @@ final class ClientConnection {
         }
         ex.backend = backend
         exchange = ex
-        backendStarted = monotonicNow()
+        backendStarted = preciseNow()
         sendUpstreamHead(to: backend)
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
@@ -491,10 +497,12 @@ final class ClientConnection {
             writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: ex.clientKeepAlive,
                                     clientVersion: ex.clientVersion, hsts: hsts, into: &sink)
         }
+        let backendSeconds = preciseNow() - backendStarted
+        worker.stats.observeBackend(seconds: backendSeconds)
         if record != nil {
             record?.status = head.status
             record?.bytesOut += UInt64(output.evLength - before)
-            record?.backendSeconds = monotonicNow() - backendStarted
+            record?.backendSeconds = backendSeconds
         }
         evbuffer_drain(backend.input, head.headLength)
         exchange = ex
@@ -659,13 +667,13 @@ final class ClientConnection {
             r.bytesIn = UInt64(head.headLength)
         }
         record = r
-        recordStarted = monotonicNow()
+        recordStarted = preciseNow()
     }
 
     private func finishRecord() {
         guard var r = record, let log = worker.accessLog else { return }
         record = nil
-        r.totalSeconds = monotonicNow() - recordStarted
+        r.totalSeconds = preciseNow() - recordStarted
         log.append(r)
     }
 

@@ -66,3 +66,11 @@ func asciiEqualIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lower: StaticStri
     }
     return true
 }
+
+/// Precise monotonic seconds, for durations that are reported (the coarse
+/// clock above ticks in milliseconds and is only good for timeouts).
+func preciseNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

@@ -21,7 +21,18 @@ public final class ProxyRuntime: Sendable {
         let hsts: [UInt8]?
     }
 
-    public init(snapshot: ConfigSnapshot, tls: TLSServer) {
+    /// `handshakes[i]` belongs to `snapshot.domains[i]`.
+    public let handshakes: [DomainHandshakes]
+
+    /// `previous`: the runtime being replaced, whose per-domain counters carry
+    /// over by primary name.
+    public init(snapshot: ConfigSnapshot, tls: TLSServer, previous: ProxyRuntime? = nil) {
+        var carried: [String: DomainHandshakes] = [:]
+        if let previous {
+            carried.reserveCapacity(previous.handshakes.count)
+            for (d, h) in zip(previous.snapshot.domains, previous.handshakes) { carried[d.primaryName] = h }
+        }
+        self.handshakes = snapshot.domains.map { carried[$0.primaryName] ?? DomainHandshakes() }
         self.snapshot = snapshot
         self.tls = tls
         self.limits = HTTPLimits(

@@ -17,6 +17,9 @@ public final class WorkerStats: Sendable {
 
     private let counters: InlineArray<20, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     private let open = Atomic<Int>(0)
+    /// BackendLatency.bounds.count + 1 buckets.
+    let latencyBuckets: InlineArray<12, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    let latencySumMicros = Atomic<UInt64>(0)
 
     public init() {
         precondition(Counter.allCases.count <= 20)
@@ -60,5 +63,54 @@ public final class WorkerStats: Sendable {
         case 400..<500: add(.responses4xx)
         default: add(.responses5xx)
         }
+    }
+}
+
+/// Completed handshakes of one domain by protocol version, shared by every
+/// worker (relaxed atomic adds) and carried across reloads by primary name, so
+/// a host can tell a customer whether anybody still uses TLS 1.0 on their
+/// legacy domain.
+public final class DomainHandshakes: Sendable {
+    private let byVersion: InlineArray<4, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+
+    public init() {}
+
+    func count(_ version: TLSVersion) {
+        byVersion[Self.index(version)].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    public func value(_ version: TLSVersion) -> UInt64 {
+        byVersion[Self.index(version)].load(ordering: .relaxed)
+    }
+
+    private static func index(_ v: TLSVersion) -> Int {
+        switch v {
+        case .tls1_0: 0
+        case .tls1_1: 1
+        case .tls1_2: 2
+        case .tls1_3: 3
+        }
+    }
+}
+
+/// Backend response time (request sent → response head), Prometheus buckets.
+public enum BackendLatency {
+    public static let bounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+}
+
+extension WorkerStats {
+    /// Bucket i counts observations <= bounds[i]; the last is +Inf.
+    func observeBackend(seconds: Double) {
+        var i = 0
+        while i < BackendLatency.bounds.count && seconds > BackendLatency.bounds[i] { i += 1 }
+        latencyBuckets[i].wrappingAdd(1, ordering: .relaxed)
+        latencySumMicros.wrappingAdd(UInt64(max(0, seconds * 1e6)), ordering: .relaxed)
+    }
+
+    /// Non-cumulative counts per bucket (the renderer accumulates) and the sum in seconds.
+    public func backendLatency() -> (buckets: [UInt64], sum: Double) {
+        var buckets: [UInt64] = []
+        for i in 0 ... BackendLatency.bounds.count { buckets.append(latencyBuckets[i].load(ordering: .relaxed)) }
+        return (buckets, Double(latencySumMicros.load(ordering: .relaxed)) / 1e6)
     }
 }

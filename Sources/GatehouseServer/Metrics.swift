@@ -17,13 +17,25 @@ enum MetricsText {
         var domains = 0
         var workers = 0
         var reloads = (succeeded: 0, failed: 0)
+        /// Non-cumulative, BackendLatency.bounds.count + 1 buckets.
+        var latencyBuckets: [UInt64] = Array(repeating: 0, count: BackendLatency.bounds.count + 1)
+        var latencySum = 0.0
+        /// Domains with at least one handshake: (primary name, counts by version).
+        var domainHandshakes: [(name: String, counts: [UInt64])] = []
     }
 
-    static func collect(_ stats: [WorkerStats], domains: Int) -> Snapshot {
-        var s = Snapshot(domains: domains, workers: stats.count)
+    static func collect(_ stats: [WorkerStats], runtime: ProxyRuntime) -> Snapshot {
+        var s = Snapshot(domains: runtime.snapshot.domains.count, workers: stats.count)
         for w in stats {
             for c in WorkerStats.Counter.allCases { s.counters[c, default: 0] += w.value(c) }
             s.openConnections += w.openConnections
+            let latency = w.backendLatency()
+            for (i, n) in latency.buckets.enumerated() { s.latencyBuckets[i] += n }
+            s.latencySum += latency.sum
+        }
+        for (domain, h) in zip(runtime.snapshot.domains, runtime.handshakes) {
+            let counts = TLSVersion.allCases.map { h.value($0) }
+            if counts.contains(where: { $0 > 0 }) { s.domainHandshakes.append((domain.primaryName, counts)) }
         }
         return s
     }
@@ -60,6 +72,26 @@ enum MetricsText {
             ("{kind=\"connect\"}", n(.backendConnectErrors)), ("{kind=\"timeout\"}", n(.backendTimeouts)),
             ("{kind=\"reset\"}", n(.backendResetErrors)),
         ])
+        var perDomain: [(labels: String, value: String)] = []
+        for d in s.domainHandshakes {
+            for (version, n) in zip(TLSVersion.allCases, d.counts) where n > 0 {
+                perDomain.append(("{domain=\"\(d.name)\",version=\"\(version.name)\"}", String(n)))
+            }
+        }
+        family("gatehouse_domain_tls_handshakes_total", "counter",
+               "Completed TLS handshakes per domain (primary name) and protocol version; domains without any are left out.",
+               perDomain)
+        var cumulative: UInt64 = 0
+        var buckets: [(labels: String, value: String)] = []
+        for (i, n) in s.latencyBuckets.enumerated() {
+            cumulative += n
+            let le = i < BackendLatency.bounds.count ? String(BackendLatency.bounds[i]) : "+Inf"
+            buckets.append(("_bucket{le=\"\(le)\"}", String(cumulative)))
+        }
+        buckets.append(("_sum", String(s.latencySum)))
+        buckets.append(("_count", String(cumulative)))
+        family("gatehouse_backend_response_seconds", "histogram",
+               "Time from sending a request to the backend to its response head.", buckets)
         family("gatehouse_domains", "gauge", "Domains in the running configuration.", [("", String(s.domains))])
         family("gatehouse_workers", "gauge", "Worker threads.", [("", String(s.workers))])
         family("gatehouse_reloads_total", "counter", "Configuration reloads (SIGHUP) by result.", [
@@ -76,13 +108,14 @@ final class MetricsEndpoint {
     private let base: OpaquePointer
     private var handle: OpaquePointer?
     private let stats: [WorkerStats]
-    var domains: Int
+    /// The running runtime; replaced by the control thread on reload.
+    var runtime: ProxyRuntime
     var reloads = (succeeded: 0, failed: 0)
 
-    init(base: OpaquePointer, settings: MetricsSettings, stats: [WorkerStats], domains: Int) throws(StartupError) {
+    init(base: OpaquePointer, settings: MetricsSettings, stats: [WorkerStats], runtime: ProxyRuntime) throws(StartupError) {
         self.base = base
         self.stats = stats
-        self.domains = domains
+        self.runtime = runtime
         guard let address = SocketAddress(host: settings.host, port: settings.port) else {
             throw StartupError(description: "metrics.address: bad address \(settings.host):\(settings.port)")
         }
@@ -140,7 +173,7 @@ final class MetricsEndpoint {
             } else {
                 status = 200
                 if head.methodKind == .get {
-                    var snapshot = MetricsText.collect(stats, domains: domains)
+                    var snapshot = MetricsText.collect(stats, runtime: runtime)
                     snapshot.reloads = reloads
                     body = MetricsText.render(snapshot)
                 }

@@ -44,7 +44,7 @@ enum RuntimeLoader {
         }
         do {
             let tls = try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys)
-            return .success(ProxyRuntime(snapshot: snapshot, tls: tls))
+            return .success(ProxyRuntime(snapshot: snapshot, tls: tls, previous: previous))
         } catch {
             return .failure(Failure(lines: ["\(snapshot.mainFile): tls: \(error.description)"]))
         }

@@ -53,7 +53,7 @@ public final class Server {
         }
         if let settings = snapshot.metrics {
             metrics = try MetricsEndpoint(base: control, settings: settings, stats: workers.map(\.worker.stats),
-                                          domains: snapshot.domains.count)
+                                          runtime: runtime)
         }
         // Bound: now stop being root, before any thread or request exists.
         try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile)
@@ -121,7 +121,7 @@ public final class Server {
             for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
             runtime = next
             for w in workers { w.adopt(next) }
-            metrics?.domains = next.snapshot.domains.count
+            metrics?.runtime = next
             reloads.succeeded += 1
             Log.info("reloaded: \(next.snapshot.domains.count) domains")
             notify.send("READY=1", status(next.snapshot))

@@ -21,9 +21,10 @@ def parse_prometheus(text):
             continue
         if line.startswith("#") or not line:
             continue
-        m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?)', line)
+        m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?(?:e-?\d+)?)', line)
         assert m, "malformed sample line %r" % line
-        assert m.group(1) in types, "sample %r without # TYPE" % line
+        family = re.sub(r"_(bucket|sum|count)$", "", m.group(1)) if m.group(1) not in types else m.group(1)
+        assert family in types, "sample %r without # TYPE" % line
         samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return samples
 
@@ -86,6 +87,17 @@ class MetricsTests(GatehouseCase):
         self.assertGreaterEqual(d("gatehouse_http_responses_total", '{class="2xx"}'), 1)
         self.assertEqual(d("gatehouse_http_responses_total", '{class="4xx"}'), 2)
         self.assertEqual(d("gatehouse_connections_accepted_total"), 10)
+        dom = lambda name, version: d("gatehouse_domain_tls_handshakes_total", '{domain="%s",version="%s"}' % (name, version))
+        self.assertEqual(dom("legacy.test", "TLSv1"), 1)
+        self.assertEqual(dom("modern.test", "TLSv1.2"), 1)
+        self.assertGreaterEqual(dom("modern.test", "TLSv1.3"), 2)
+        self.assertEqual(dom("legacy.test", "TLSv1.2"), 0)
+        # backend latency histogram: cumulative buckets, +Inf == _count
+        self.assertGreaterEqual(d("gatehouse_backend_response_seconds_count"), 2)
+        buckets = sorted((float(k[1][5:-2]) if "+Inf" not in k[1] else float("inf"), v)
+                         for k, v in after.items() if k[0] == "gatehouse_backend_response_seconds_bucket")
+        self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))
+        self.assertEqual(buckets[-1][1], after[("gatehouse_backend_response_seconds_count", "")])
         self.assertEqual(after[("gatehouse_domains", "")], 2)
         self.assertEqual(after[("gatehouse_workers", "")], 2)
 
@@ -111,3 +123,30 @@ class MetricsTests(GatehouseCase):
                         break
                     data += chunk
                 self.assertTrue(data.startswith(b"HTTP/1.1 %d " % status), data)
+
+
+class MetricsAcrossReloadTests(GatehouseCase):
+    @classmethod
+    def setUpEnv(cls, env):
+        cls.app = env.backend("A")
+        env.domain("a.toml", ["a.test"], cls.app)
+        cls.port = env.listener("https")
+        cls.metrics_port = free_port()
+        env.start(metrics={"address": "127.0.0.1:%d" % cls.metrics_port})
+
+    def test_domain_counters_survive_reload(self):
+        import signal
+        for _ in range(3):
+            self.assertEqual(https_get(self.port, "a.test", "/echo").status, 200)
+        self.env.domain("b.toml", ["b.test"], self.app)
+        self.env.gatehouse.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "reloaded" not in self.env.gatehouse.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(https_get(self.port, "b.test", "/echo").status, 200)
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
+            m = parse_prometheus(r.read().decode())
+        self.assertEqual(m[("gatehouse_domain_tls_handshakes_total", '{domain="a.test",version="TLSv1.3"}')], 3)
+        self.assertEqual(m[("gatehouse_domain_tls_handshakes_total", '{domain="b.test",version="TLSv1.3"}')], 1)
+        self.assertEqual(m[("gatehouse_reloads_total", '{result="success"}')], 1)
+        self.assertEqual(m[("gatehouse_domains", "")], 2)
