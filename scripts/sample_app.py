@@ -26,11 +26,18 @@ Endpoints (HEAD works everywhere and sends no body):
   /hop                        answers with hop-by-hop and HSTS fields the proxy must
                               strip or replace
   /.well-known/acme-challenge/TOKEN   200 "acme:TOKEN"
+  /_requests                  (for tests) JSON {"connections": N accepted so far,
+                              "requests": [{conn, req, line, head, complete, body_len,
+                              body_prefix, error}...]}: every request head this process
+                              received, recorded before parsing (so rejected and
+                              unfinished requests are listed too); requests for
+                              /_requests itself are not recorded
   / and anything else         text/plain: the request line and header lines exactly
                               as received
 """
 
 import argparse
+import base64
 import hashlib
 import itertools
 import json
@@ -63,6 +70,33 @@ REASONS = {
 
 _conn_ids = itertools.count(1)
 _conn_lock = threading.Lock()
+_conns_accepted = 0
+
+# The request log behind GET /_requests (for tests): one entry per request head
+# received, recorded before the head is parsed. Entries are only changed under
+# the lock.
+_request_log = []
+_request_log_lock = threading.Lock()
+LOG_BODY_PREFIX = 1024
+_LOG_SKIP_RE = re.compile(rb"^GET /_requests(?:[?# ]|$)")
+
+
+def _record_request(conn_id, number, head):
+    line = head.split(b"\r\n", 1)[0]
+    if _LOG_SKIP_RE.match(line):
+        return None
+    entry = {"conn": conn_id, "req": number, "line": line.decode("latin-1"),
+             "head": head.decode("latin-1"), "complete": False, "body_len": 0,
+             "body_prefix": "", "error": None}
+    with _request_log_lock:
+        _request_log.append(entry)
+    return entry
+
+
+def _update_request(entry, **fields):
+    if entry is not None:
+        with _request_log_lock:
+            entry.update(fields)
 
 
 def pattern_bytes(n, offset=0):
@@ -109,6 +143,7 @@ class Connection:
         self.conn_id = conn_id
         self.buf = bytearray()
         self.requests = 0
+        self.log_entry = None
 
     # --- reading -----------------------------------------------------------------
     def _fill(self):
@@ -270,10 +305,12 @@ class Connection:
                 if head is None:
                     return
                 self.requests += 1
+                self.log_entry = _record_request(self.conn_id, self.requests, head)
                 req = self.parse_head(head)
                 if not self.handle(req):
                     return
         except BadRequest as e:
+            _update_request(self.log_entry, error=str(e))
             self.log("bad request: %s" % e)
             try:
                 self.send_response(None, e.status, [("Content-Type", "text/plain")],
@@ -299,7 +336,20 @@ class Connection:
                 v.strip().lower() == "100-continue" for v in req.header("expect")):
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         digest = hashlib.sha256()
-        body_len = self.read_body(req, digest.update)
+        entry = self.log_entry
+        if entry is None:
+            body_len = self.read_body(req, digest.update)
+        else:
+            prefix = bytearray()
+
+            def sink(data):
+                digest.update(data)
+                if len(prefix) < LOG_BODY_PREFIX:
+                    prefix.extend(data[:LOG_BODY_PREFIX - len(prefix)])
+                    _update_request(entry, body_prefix=prefix.decode("latin-1"))
+
+            body_len = self.read_body(req, sink)
+            _update_request(entry, complete=True, body_len=body_len)
         ka = self.keep_alive(req)
         path = req.target.split("?", 1)[0]
         status = self.route(req, path, body_len, digest, ka)
@@ -309,7 +359,16 @@ class Connection:
 
     def route(self, req, path, body_len, digest, ka):
         text = [("Content-Type", "text/plain; charset=utf-8")]
+        if path == "/ws":
+            return self.websocket(req)
         m = re.match(r"^/(bytes|chunked|sleep|status)/(\d{1,9})$", path)
+        if path == "/_requests":
+            with _request_log_lock:
+                doc = {"connections": _conns_accepted,
+                       "requests": [dict(e) for e in _request_log]}
+            self.send_response(req, 200, [("Content-Type", "application/json")],
+                               json.dumps(doc).encode(), ka)
+            return 200
         if path == "/echo":
             doc = {
                 "method": req.method, "target": req.target, "version": req.version,
@@ -361,6 +420,35 @@ class Connection:
         self.send_response(req, 200, text, req.raw_head, ka)
         return 200
 
+    def websocket(self, req):
+        """RFC 6455 §4.2.2 opening handshake, then echoes raw bytes until the peer
+        closes (the proxy under test must not care what flows in the tunnel). A
+        request without `Upgrade: websocket` gets 426; `?refuse` answers 200
+        with a normal body instead of switching (an upgrade the backend refused)."""
+        upgrade = ",".join(req.header("upgrade")).lower()
+        key = ",".join(req.header("sec-websocket-key"))
+        if "refuse" in req.target or "websocket" not in upgrade or not key:
+            status = 200 if "refuse" in req.target else 426
+            self.send_response(req, status, [("Content-Type", "text/plain")],
+                               b"upgrade refused\n" if status == 200 else b"upgrade required\n", True)
+            return status
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Accept: %s\r\nX-Seen-Connection: %s\r\n\r\n"
+                           % (accept, ",".join(req.header("connection")))).encode())
+        self.log("%s %s -> 101 (conn %d): tunnel" % (req.method, req.target, self.conn_id))
+        if self.buf:
+            self.sock.sendall(bytes(self.buf))
+            self.buf.clear()
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ClientGone()
+            if data == b"close-from-backend":
+                raise ClientGone()
+            self.sock.sendall(data)
+
     @staticmethod
     def _irregular_chunks(n):
         sent = 0
@@ -378,6 +466,7 @@ class Connection:
 
 
 def serve_forever(listener, args):
+    global _conns_accepted
     while True:
         try:
             sock, _ = listener.accept()
@@ -387,6 +476,7 @@ def serve_forever(listener, args):
             return
         with _conn_lock:
             conn_id = next(_conn_ids)
+            _conns_accepted += 1
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(args.idle_timeout)

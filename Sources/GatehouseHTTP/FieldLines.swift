@@ -171,6 +171,8 @@ struct FieldSection: Sendable {
     var listsOtherFields = false
     var expectContinue = false
     var hasUpgrade = false
+    /// "upgrade" among the Connection tokens (RFC 9110 §7.8 requires it next to Upgrade).
+    var upgradeToken = false
 
     init() {}
 
@@ -188,6 +190,7 @@ struct FieldSection: Sendable {
         listsOtherFields = false
         expectContinue = false
         hasUpgrade = false
+        upgradeToken = false
     }
 
     mutating func add(_ p: UnsafeRawBufferPointer, _ line: ByteSpan, maxCount: Int, request: Bool) -> HTTPParseError? {
@@ -232,6 +235,7 @@ struct FieldSection: Sendable {
                 } else if p.matchesIgnoringCase(s, e, "keep-alive") {
                     keepAliveToken = true
                 } else {
+                    if p.matchesIgnoringCase(s, e, "upgrade") { upgradeToken = true }
                     listsOtherFields = true
                 }
                 return true

@@ -19,6 +19,9 @@ public struct RequestHead: Sendable, Equatable {
     public var expectContinue: Bool
     /// An Upgrade header was present.
     public var hasUpgrade: Bool
+    /// RFC 9110 §7.8: an HTTP/1.1 request with Upgrade and "upgrade" in
+    /// Connection asks to switch protocols (WebSocket, RFC 6455 §4.1).
+    public var wantsUpgrade: Bool = false
     /// Bytes up to and including the final CRLF CRLF (plus any skipped leading CRLFs).
     public var headLength: Int
 }
@@ -209,7 +212,9 @@ public struct RequestHeadParser: Sendable {
             headers: fields.headers, host: fields.host, framing: framing,
             keepAlive: fields.persistent(version),
             expectContinue: fields.expectContinue && version == .http11,
-            hasUpgrade: fields.hasUpgrade, headLength: headLength)
+            hasUpgrade: fields.hasUpgrade,
+            wantsUpgrade: fields.hasUpgrade && fields.upgradeToken && version == .http11,
+            headLength: headLength)
     }
 }
 

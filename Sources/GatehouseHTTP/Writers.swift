@@ -104,14 +104,17 @@ extension ByteSink {
 /// so a client cannot strip ours with "Connection: X-Forwarded-For".
 public func writeUpstreamRequestHead<S: ByteSink>(_ head: RequestHead, in buffer: UnsafeRawBufferPointer,
                                                   clientAddress: UnsafeRawBufferPointer, scheme: Scheme,
-                                                  into sink: inout S) {
+                                                  upgrade: Bool = false, into sink: inout S) {
     sink.write(buffer[span: head.method])
     sink.write(" ")
     if head.path.isEmpty { sink.write("/") } else { sink.write(buffer[span: head.path]) }
     sink.write(" HTTP/1.1\r\n")
-    for field in head.headers where !field.kind.isDroppedUpstream {
+    for field in head.headers where !field.kind.isDroppedUpstream || (upgrade && field.kind == .upgrade) {
         sink.writeField(field, buffer)
     }
+    // RFC 9110 §7.8: Upgrade is hop-by-hop; a proxy that passes the upgrade on
+    // says so in its own Connection field.
+    if upgrade { sink.write("Connection: upgrade\r\n") }
     sink.write("X-Forwarded-For: ")
     sink.write(clientAddress)
     sink.write("\r\n")
@@ -172,6 +175,23 @@ public func writeInterimResponseHead<S: ByteSink>(_ head: ResponseHead, in buffe
         sink.writeField(field, buffer)
     }
     sink.write("\r\n")
+}
+
+/// RFC 9110 §15.2.2: the backend's 101 to an upgrade request, with its Upgrade
+/// field and our own Connection: upgrade; after it the connection is a tunnel.
+public func writeSwitchingProtocolsHead<S: ByteSink>(_ head: ResponseHead, in buffer: UnsafeRawBufferPointer,
+                                                     hsts: UnsafeRawBufferPointer?, into sink: inout S) {
+    sink.writeStatusLine(head.status, buffer[span: head.reason])
+    for field in head.headers where !field.kind.isHopByHopOrFraming || field.kind == .upgrade {
+        if hsts != nil && field.kind == .strictTransportSecurity { continue }
+        sink.writeField(field, buffer)
+    }
+    if let hsts {
+        sink.write("Strict-Transport-Security: ")
+        sink.write(hsts)
+        sink.write("\r\n")
+    }
+    sink.write("Connection: upgrade\r\n\r\n")
 }
 
 /// RFC 9110 §10.1.1: "HTTP/1.1 100 Continue\r\n\r\n".

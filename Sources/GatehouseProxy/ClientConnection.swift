@@ -39,6 +39,8 @@ final class ClientConnection {
         case handshake
         case readingHead
         case forwarding
+        /// Upgraded after the backend's 101: raw bytes both ways until either closes.
+        case tunnel
         /// Final response queued: close once the output is flushed.
         case closing
         case closed
@@ -67,6 +69,8 @@ final class ClientConnection {
         var responseStarted = false
         /// Some response bytes arrived (a retry would no longer be safe).
         var responseBytesSeen = false
+        /// Upgrade and Connection: upgrade were forwarded (RFC 9110 §7.8).
+        var upgradeRequested = false
     }
 
     enum ResponseState { case awaitingHead, body, done }
@@ -151,6 +155,8 @@ final class ClientConnection {
         case .forwarding:
             if exchange?.requestBody.isDone == false { pumpRequestBody() }
             // Otherwise pipelined bytes wait for the current response.
+        case .tunnel:
+            pumpTunnel()
         case .handshake, .closing, .closed:
             break
         }
@@ -234,12 +240,16 @@ final class ClientConnection {
 
         // The upstream head is rendered once; kept for a possible retry.
         var rendered = ByteArraySink()
+        // Only a bodiless upgrade request is passed on: the tunnel then starts
+        // on a clean message boundary.
+        let upgrade = head.wantsUpgrade && head.framing == .none
         writeUpstreamRequestHead(head, in: bytes, clientAddress: clientAddress.withUnsafeBytes { $0 },
-                                 scheme: listener.scheme, into: &rendered)
+                                 scheme: listener.scheme, upgrade: upgrade, into: &rendered)
         var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
                           route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits),
                           requestHadBody: hasBody && head.framing != .contentLength(0),
                           upstreamHead: rendered.bytes, responseParser: ResponseHeadParser(limits: runtime.limits))
+        ex.upgradeRequested = upgrade
         let expectContinue = head.expectContinue && hasBody
         evbuffer_drain(input, head.headLength)
         parser.reset()
@@ -347,6 +357,10 @@ final class ClientConnection {
     func backendWritable(_ backend: BackendConnection) {
         // Output drained: take more of the request body.
         guard exchange?.backend === backend else { return }
+        if state == .tunnel {
+            pumpTunnel()
+            return
+        }
         resumeClientRead()
         pumpRequestBody()
     }
@@ -354,6 +368,12 @@ final class ClientConnection {
     func backendFailed(_ backend: BackendConnection, eof: Bool) {
         guard var ex = exchange, ex.backend === backend else {
             backend.close()
+            return
+        }
+        if state == .tunnel {
+            // The backend ended the upgraded connection: deliver what it sent, then close.
+            pumpTunnel()
+            beginClosing()
             return
         }
         if ex.response == .body, case .untilClose = ex.responseBody, eof {
@@ -402,7 +422,11 @@ final class ClientConnection {
 
     func backendReadable(_ backend: BackendConnection) {
         guard exchange?.backend === backend else { return }
-        pumpResponse(from: backend)
+        if state == .tunnel {
+            pumpTunnel()
+        } else {
+            pumpResponse(from: backend)
+        }
     }
 
     private func pumpResponse(from backend: BackendConnection) {
@@ -457,8 +481,12 @@ final class ClientConnection {
         if (100..<200).contains(head.status) {
             // RFC 9110 §15.2: interim responses pass through; 101 cannot, since
             // Upgrade is never forwarded.
-            guard head.status != 101 else {
-                failExchange(status: 502, reason: "backend switched protocols without an Upgrade request")
+            if head.status == 101 {
+                guard ex.upgradeRequested else {
+                    failExchange(status: 502, reason: "backend switched protocols without an Upgrade request")
+                    return
+                }
+                startTunnel(head, bytes: bytes, backend: backend)
                 return
             }
             var sink = EvbufferSink(buffer: output)
@@ -487,7 +515,9 @@ final class ClientConnection {
         }
         ex.clientKeepAlive = ex.requestKeepAlive && clientFraming != .untilClose
             && ex.requestBody.isDone && !worker.draining
-        ex.backendReusable = head.keepAlive && head.framing != .untilClose
+        // A refused upgrade keeps HTTP framing, but the backend may have half
+        // switched: its connection is not reused.
+        ex.backendReusable = head.keepAlive && head.framing != .untilClose && !ex.upgradeRequested
         ex.response = .body
         ex.responseStarted = true
         ex.upstreamHead = []
@@ -532,6 +562,54 @@ final class ClientConnection {
         if input.evLength > 0 { readHead() }
     }
 
+    // MARK: - Lifecycle: upgraded tunnel
+
+    /// RFC 9110 §15.2.2: after the 101 both connections carry the new protocol;
+    /// bytes move between the evbuffers untouched until either side closes.
+    private func startTunnel(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
+        guard var ex = exchange else { return }
+        worker.stats.countResponse(status: 101)
+        var sink = EvbufferSink(buffer: output)
+        let before = output.evLength
+        ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+            writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
+        }
+        evbuffer_drain(backend.input, head.headLength)
+        if record != nil {
+            record?.status = 101
+            record?.bytesOut += UInt64(output.evLength - before)
+            record?.backendSeconds = preciseNow() - backendStarted
+        }
+        ex.responseStarted = true
+        ex.backendReusable = false
+        ex.upstreamHead = []
+        exchange = ex
+        state = .tunnel
+        enter(.tunnel)
+        pumpTunnel()
+    }
+
+    private func pumpTunnel() {
+        guard state == .tunnel, let backend = exchange?.backend else { return }
+        var moved = false
+        let fromClient = input.evLength
+        if fromClient > 0 {
+            _ = Evbuffer.move(from: input, to: backend.output, count: fromClient)
+            record?.bytesIn += UInt64(fromClient)
+            moved = true
+        }
+        let fromBackend = backend.input.evLength
+        if fromBackend > 0 {
+            _ = Evbuffer.move(from: backend.input, to: output, count: fromBackend)
+            record?.bytesOut += UInt64(fromBackend)
+            moved = true
+        }
+        if moved { clock.progress(now: monotonicNow()) }
+        // Backpressure both ways, as for bodies.
+        if backend.output.evLength > ProxyBuffers.writeHighWater { pauseClientRead() } else { resumeClientRead() }
+        if output.evLength > ProxyBuffers.writeHighWater { pauseBackendRead(backend) } else { resumeBackendRead(backend) }
+    }
+
     private func pauseBackendRead(_ backend: BackendConnection) {
         guard !backendReadPaused else { return }
         backendReadPaused = true
@@ -553,7 +631,9 @@ final class ClientConnection {
             close()
             return
         }
-        if let backend = exchange?.backend, backendReadPaused {
+        if state == .tunnel {
+            pumpTunnel()
+        } else if let backend = exchange?.backend, backendReadPaused {
             resumeBackendRead(backend)
             pumpResponse(from: backend)
         }

@@ -23,6 +23,8 @@ public struct ConnectionClock: Sendable, Equatable {
         case responding
         /// Flushing a final response before closing.
         case closing
+        /// Upgraded (WebSocket): bytes flow both ways; inactivity closes.
+        case tunnel
     }
 
     public enum Expiry: Sendable, Equatable {
@@ -50,7 +52,7 @@ public struct ConnectionClock: Sendable, Equatable {
     /// are totals, so trickling bytes cannot keep a connection forever.
     public mutating func progress(now: Double) {
         switch phase {
-        case .body, .backendResponse, .responding, .closing: since = now
+        case .body, .backendResponse, .responding, .closing, .tunnel: since = now
         case .handshake, .firstRequest, .idle, .head, .backendConnect: break
         }
     }
@@ -66,6 +68,7 @@ public struct ConnectionClock: Sendable, Equatable {
         case .backendResponse: t.backendResponse
         case .responding: t.backendResponse
         case .closing: t.idle
+        case .tunnel: t.idle
         }
     }
 
@@ -78,7 +81,7 @@ public struct ConnectionClock: Sendable, Equatable {
         case .head: return .respond(408)            // RFC 9110 §15.5.9
         case .backendConnect: return .respond(502)
         case .backendResponse: return .respond(504) // RFC 9110 §15.6.5
-        case .handshake, .firstRequest, .idle, .body, .responding, .closing: return .close
+        case .handshake, .firstRequest, .idle, .body, .responding, .closing, .tunnel: return .close
         }
     }
 }

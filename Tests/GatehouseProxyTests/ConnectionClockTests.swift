@@ -64,3 +64,14 @@ import GatehouseConfig
         #expect(c.deadline(t) == 34)
     }
 }
+
+struct TunnelClockTests {
+    @Test func tunnelClosesAfterIdleAndTrafficKeepsItOpen() {
+        let t = TimeoutSettings(idle: 30)
+        var clock = ConnectionClock(phase: .tunnel, now: 100)
+        #expect(clock.expiry(now: 129, t) == nil)
+        clock.progress(now: 129)
+        #expect(clock.expiry(now: 158, t) == nil, "bytes in either direction restart the timer")
+        #expect(clock.expiry(now: 159, t) == .close)
+    }
+}
