@@ -149,7 +149,7 @@ public enum ConfigLoader {
 
     static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log",
                                           "user", "group", "allow_root"]
-    static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile"]
+    static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile", "proxy_protocol"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
         "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
@@ -182,6 +182,7 @@ public enum ConfigLoader {
             let protoText = section.string("protocol", required: true, &diag)
             let httpsPortValue = section.int("https_port", &diag)
             let fallbackText = section.string("sni_fallback_profile", &diag)
+            let proxyProtocol = section.bool("proxy_protocol", &diag) ?? false
 
             var parsedAddress: (host: String, port: UInt16)?
             if let address {
@@ -230,7 +231,7 @@ public enum ConfigLoader {
 
             if let a = parsedAddress, let proto {
                 listeners.append(ListenerConfig(host: a.host, port: a.port, proto: proto, httpsPort: httpsPort,
-                                                sniFallbackProfile: fallback))
+                                                sniFallbackProfile: fallback, proxyProtocol: proxyProtocol))
             }
         }
         return listeners
@@ -264,6 +265,7 @@ public enum ConfigLoader {
         let fields: [(String, WritableKeyPath<LimitSettings, Int>)] = [
             ("max_request_line", \.maxRequestLineBytes), ("max_header_bytes", \.maxHeaderBytes),
             ("max_header_count", \.maxHeaderCount), ("max_connections", \.maxConnections),
+            ("max_connections_per_client", \.maxConnectionsPerClient),
         ]
         section.rejectUnknownKeys(allowed: Set(fields.map(\.0)), &diag)
         for (key, field) in fields {

@@ -99,9 +99,13 @@ public struct ListenerConfig: Sendable, Equatable {
     /// no SNI, which get the default domain. Lets one listener act as the dedicated
     /// legacy endpoint for clients that cannot send SNI.
     public var sniFallbackProfile: TLSProfileName?
+    /// TOML `proxy_protocol`: every connection starts with a PROXY protocol
+    /// header (v1 or v2) from an L4 balancer; the client address is taken from it.
+    public var proxyProtocol: Bool
 
     public init(host: String, port: UInt16, proto: ListenerProtocol, httpsPort: UInt16 = 443,
-                sniFallbackProfile: TLSProfileName? = nil) {
+                sniFallbackProfile: TLSProfileName? = nil, proxyProtocol: Bool = false) {
+        self.proxyProtocol = proxyProtocol
         self.host = host
         self.port = port
         self.proto = proto
@@ -190,11 +194,15 @@ public struct LimitSettings: Sendable, Equatable {
     public var maxHeaderCount: Int = 100
     /// Accepting pauses while this many client connections are open.
     public var maxConnections: Int = 10000
+    /// Open connections from one client address, counted by each worker;
+    /// more are closed at once.
+    public var maxConnectionsPerClient: Int = 256
 
     public init(
         maxRequestLineBytes: Int = 8192, maxHeaderBytes: Int = 32768,
-        maxHeaderCount: Int = 100, maxConnections: Int = 10000
+        maxHeaderCount: Int = 100, maxConnections: Int = 10000, maxConnectionsPerClient: Int = 256
     ) {
+        self.maxConnectionsPerClient = maxConnectionsPerClient
         self.maxRequestLineBytes = maxRequestLineBytes
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount

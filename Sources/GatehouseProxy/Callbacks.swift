@@ -44,6 +44,10 @@ enum Callbacks {
         let l = Unmanaged<Listener>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(l) { l.accepted(fd: fd, address: address) }
     }
+    static let proxyHeader: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
+        let r = Unmanaged<ProxyHeaderReader>.fromOpaque(ctx!).takeUnretainedValue()
+        withExtendedLifetime(r) { r.fired(timedOut: what & Int16(EV_TIMEOUT) != 0) }
+    }
     static let acceptError: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, ctx in
         let l = Unmanaged<Listener>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(l) { l.acceptFailed() }

@@ -75,11 +75,11 @@ final class ClientConnection {
 
     enum ResponseState { case awaitingHead, body, done }
 
-    init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, address: UnsafePointer<sockaddr>?) throws(AcceptError) {
+    init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, clientAddress: [UInt8]) throws(AcceptError) {
         self.worker = worker
         self.runtime = runtime
         self.listener = listener
-        self.clientAddress = address.map { SocketAddress.numericHost($0) } ?? Array("-".utf8)
+        self.clientAddress = clientAddress
         let options = Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)
         let now = monotonicNow()
         if listener.scheme == .https {
@@ -822,6 +822,8 @@ struct ListenerSettings: Sendable {
     let httpsPort: UInt16
     /// For https listeners: the profile for clients that send no SNI.
     let sniFallbackProfile: TLSProfileName?
+    /// A PROXY protocol header (v1 or v2) precedes every connection.
+    let proxyProtocol: Bool
 }
 
 /// Renders into a Swift array (used once per request for the upstream head,

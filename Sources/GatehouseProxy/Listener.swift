@@ -18,7 +18,8 @@ final class Listener {
         self.worker = worker
         self.config = config
         self.settings = ListenerSettings(scheme: config.proto == .https ? .https : .http, httpsPort: config.httpsPort,
-                                         sniFallbackProfile: config.sniFallbackProfile)
+                                         sniFallbackProfile: config.sniFallbackProfile,
+                                         proxyProtocol: config.proxyProtocol)
         guard let address = SocketAddress(host: config.host, port: config.port) else {
             throw ListenError(description: "listener \(config.host):\(config.port): bad address")
         }

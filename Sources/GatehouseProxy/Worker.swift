@@ -16,6 +16,12 @@ public final class Worker {
     public let stats = WorkerStats()
     private(set) var accessLog: AccessLogWriter?
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
+    /// Open connections per client address (the per-client cap).
+    private var perClient: [[UInt8]: Int] = [:]
+    /// Clients refused since they last dropped below the cap (logged once per episode).
+    private var capped: Set<[UInt8]> = []
+    /// Connections still reading their PROXY protocol header.
+    private var pendingHeaders: [ObjectIdentifier: ProxyHeaderReader] = [:]
     private(set) var draining = false
     private var tickEvent: OpaquePointer?
     private var acceptPausedUntil = 0.0
@@ -60,8 +66,39 @@ public final class Worker {
             Glibc.close(fd)
             return
         }
+        let peer = address.map { SocketAddress.numericHost($0) } ?? Array("-".utf8)
+        if listener.settings.proxyProtocol {
+            let reader = ProxyHeaderReader(worker: self, fd: fd, listener: listener, peer: peer)
+            pendingHeaders[ObjectIdentifier(reader)] = reader
+            reader.start(timeout: runtime.snapshot.timeouts.handshake)
+        } else {
+            admit(fd: fd, client: peer, listener: listener)
+        }
+    }
+
+    func proxyHeaderDone(_ reader: ProxyHeaderReader, fd: Int32, client: [UInt8]?) {
+        pendingHeaders[ObjectIdentifier(reader)] = nil
+        if let client, fd >= 0 {
+            if draining { Glibc.close(fd) } else { admit(fd: fd, client: client, listener: reader.listener) }
+        } else {
+            stats.add(.proxyHeaderErrors)
+        }
+    }
+
+    /// The client address is known (from the socket or a PROXY header).
+    private func admit(fd: Int32, client: [UInt8], listener: Listener) {
+        let open = perClient[client, default: 0]
+        guard open < runtime.snapshot.limits.maxConnectionsPerClient else {
+            stats.add(.connectionsRefusedPerClient)
+            if capped.insert(client).inserted {
+                Log.notice("client \(String(decoding: client, as: UTF8.self)) reached max_connections_per_client (\(open)); refusing more")
+            }
+            Glibc.close(fd)
+            return
+        }
         do {
-            let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd, address: address)
+            let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd, clientAddress: client)
+            perClient[client] = open + 1
             connections[ObjectIdentifier(conn)] = conn
             stats.add(.connectionsAccepted)
             stats.setOpenConnections(connections.count)
@@ -78,6 +115,10 @@ public final class Worker {
 
     func connectionClosed(_ conn: ClientConnection) {
         connections[ObjectIdentifier(conn)] = nil
+        if let n = perClient[conn.clientAddress] {
+            if n <= 1 { perClient[conn.clientAddress] = nil } else { perClient[conn.clientAddress] = n - 1 }
+            if !capped.isEmpty { capped.remove(conn.clientAddress) }
+        }
         stats.setOpenConnections(connections.count)
         if !draining, connections.count < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {
             for l in listeners { l.resume() }

@@ -13,16 +13,17 @@ public final class WorkerStats: Sendable {
         case responses1xx, responses2xx, responses3xx, responses4xx, responses5xx
         case backendConnectErrors, backendTimeouts, backendResetErrors
         case requestsRejected
+        case connectionsRefusedPerClient, proxyHeaderErrors
     }
 
-    private let counters: InlineArray<20, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    private let counters: InlineArray<24, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     private let open = Atomic<Int>(0)
     /// BackendLatency.bounds.count + 1 buckets.
     let latencyBuckets: InlineArray<12, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     let latencySumMicros = Atomic<UInt64>(0)
 
     public init() {
-        precondition(Counter.allCases.count <= 20)
+        precondition(Counter.allCases.count <= 24)
     }
 
     @inline(__always) func add(_ c: Counter, _ n: UInt64 = 1) {

@@ -49,6 +49,11 @@ enum MetricsText {
         func n(_ c: WorkerStats.Counter) -> String { String(s.counters[c] ?? 0) }
         family("gatehouse_connections_accepted_total", "counter", "Client connections accepted.",
                [("", n(.connectionsAccepted))])
+        family("gatehouse_connections_refused_total", "counter",
+               "Connections closed at accept: over max_connections_per_client, or without a valid PROXY header.", [
+            ("{reason=\"per_client_limit\"}", n(.connectionsRefusedPerClient)),
+            ("{reason=\"proxy_header\"}", n(.proxyHeaderErrors)),
+        ])
         family("gatehouse_connections_open", "gauge", "Client connections open now.", [("", String(s.openConnections))])
         family("gatehouse_tls_handshakes_total", "counter", "Completed TLS handshakes by protocol version.", [
             ("{version=\"TLSv1\"}", n(.handshakesTLS10)), ("{version=\"TLSv1.1\"}", n(.handshakesTLS11)),
