@@ -89,6 +89,7 @@ func classifyField(_ p: UnsafeRawBufferPointer, _ name: ByteSpan) -> HeaderKind 
     case 25: if p.matchesIgnoringCase(s, e, "strict-transport-security") { return .strictTransportSecurity }
     default: break
     }
+    for i in s ..< e where p[i] == UInt8(ascii: "_") { return .underscored }
     return .other
 }
 
@@ -216,6 +217,8 @@ struct FieldSection: Sendable {
             hasTransferEncoding = true
             var valid = true
             _ = forEachListElement(p, value) { s, e in
+                // RFC 9110 §5.6.1.2: empty list elements are accepted and ignored.
+                if s == e { return true }
                 guard isToken(p, s, e) else { valid = false; return false }
                 codingCount += 1
                 lastCodingIsChunked = p.matchesIgnoringCase(s, e, "chunked")

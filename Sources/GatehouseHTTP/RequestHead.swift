@@ -184,9 +184,13 @@ public struct RequestHeadParser: Sendable {
             if version == .http10 { return .badRequest("Transfer-Encoding in HTTP/1.0") }
             // RFC 9112 §6.1: a server MAY reject CL with TE; we do (smuggling).
             if fields.contentLength != nil { return .badRequest("Content-Length with Transfer-Encoding") }
-            // RFC 9112 §6.3 rule 4 (requests): we only re-frame chunked, so the
-            // coding list must be exactly "chunked".
-            if fields.codingCount != 1 || fields.chunkedCount != 1 { return .badRequest("unsupported Transfer-Encoding") }
+            // RFC 9112 §6.3 rule 4: chunked must be the final coding (else 400);
+            // §6.1: a coding we do not implement before it gets 501 (we only
+            // re-frame chunked).
+            if !fields.lastCodingIsChunked || fields.chunkedCount != 1 {
+                return .badRequest("Transfer-Encoding not ending in one chunked")
+            }
+            if fields.codingCount != 1 { return .notImplemented("transfer coding other than chunked") }
         }
         if let authority {
             // Strict choice: the absolute-form authority must match Host.

@@ -43,6 +43,10 @@ public enum Scheme: Sendable {
 public enum HeaderKind: UInt8, Sendable {
     case other, host, contentLength, transferEncoding, connection, keepAlive, proxyConnection, te, trailer, upgrade, expect,
          xForwardedFor, xForwardedProto, xForwardedHost, strictTransportSecurity,
+         /// A name with "_": dropped upstream, as nginx does by default, since
+         /// CGI-style backends fold "_" and "-" together (Transfer_Encoding
+         /// would become a second framing field there).
+         underscored,
          /// Name appears as a token in some Connection header: hop-by-hop (RFC 9110 §7.6.1).
          connectionListed
 }
@@ -96,6 +100,10 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     case headerFieldsTooLarge
     /// 505
     case versionNotSupported
+    /// 413: a chunked body grew past the domain's max_body_bytes.
+    case contentTooLarge
+    /// 501: RFC 9112 §6.1, a transfer coding we do not implement (before the final chunked).
+    case notImplemented(String)
 
     public var status: Int {
         switch self {
@@ -103,6 +111,8 @@ public enum HTTPParseError: Error, Equatable, Sendable {
         case .uriTooLong: 414
         case .headerFieldsTooLarge: 431
         case .versionNotSupported: 505
+        case .contentTooLarge: 413
+        case .notImplemented: 501
         }
     }
 }

@@ -54,7 +54,8 @@ extension HeaderKind {
         case .connection, .keepAlive, .proxyConnection, .te, .trailer, .upgrade, .connectionListed,
              .contentLength, .transferEncoding:
             true
-        case .other, .host, .expect, .xForwardedFor, .xForwardedProto, .xForwardedHost, .strictTransportSecurity:
+        case .other, .host, .expect, .xForwardedFor, .xForwardedProto, .xForwardedHost, .strictTransportSecurity,
+             .underscored:
             false
         }
     }
@@ -63,7 +64,7 @@ extension HeaderKind {
     /// ourselves), and the X-Forwarded-* fields we set (a client's are lies).
     var isDroppedUpstream: Bool {
         switch self {
-        case .expect, .xForwardedFor, .xForwardedProto, .xForwardedHost: true
+        case .expect, .xForwardedFor, .xForwardedProto, .xForwardedHost, .underscored: true
         default: isHopByHopOrFraming
         }
     }

@@ -5,7 +5,9 @@ import GatehouseHTTP
 /// Data bytes never pass through Swift: only chunk-size lines are parsed.
 enum BodyState {
     case length(UInt64)
-    case chunked(ChunkedDecoder)
+    /// `received`: data bytes so far, checked against `limit` (the domain's
+    /// max_body_bytes, which a chunked body cannot announce up front).
+    case chunked(ChunkedDecoder, received: UInt64 = 0, limit: UInt64? = nil)
     /// Until the backend closes (responses only).
     case untilClose
     case done
@@ -19,11 +21,11 @@ enum BodyState {
         case closedEarly
     }
 
-    init(request framing: BodyFraming, limits: HTTPLimits) {
+    init(request framing: BodyFraming, limits: HTTPLimits, maxBodyBytes: UInt64? = nil) {
         switch framing {
         case .none, .contentLength(0), .untilClose: self = .done
         case .contentLength(let n): self = .length(n)
-        case .chunked: self = .chunked(ChunkedDecoder(limits: limits))
+        case .chunked: self = .chunked(ChunkedDecoder(limits: limits), limit: maxBodyBytes)
         }
     }
 
@@ -61,8 +63,8 @@ enum BodyState {
             guard available > 0 else { return .needMore }
             _ = Evbuffer.move(from: src, to: dst, count: available)
             return .progress
-        case .chunked(var decoder):
-            defer { if case .chunked = self { self = .chunked(decoder) } }
+        case .chunked(var decoder, var received, let limit):
+            defer { if case .chunked = self { self = .chunked(decoder, received: received, limit: limit) } }
             var moved = false
             var sink = EvbufferSink(buffer: dst)
             while true {
@@ -70,6 +72,11 @@ enum BodyState {
                 if case .data(let remaining) = decoder.state {
                     guard available > 0 else { return moved ? .progress : .needMore }
                     let n = Int(min(remaining, UInt64(available)))
+                    received += UInt64(n)
+                    if let limit, received > limit {
+                        self = .done
+                        return .error(.contentTooLarge)
+                    }
                     _ = Evbuffer.move(from: src, to: dst, count: n)
                     decoder.didConsumeData(n)
                     moved = true

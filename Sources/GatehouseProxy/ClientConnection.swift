@@ -246,7 +246,8 @@ final class ClientConnection {
         writeUpstreamRequestHead(head, in: bytes, clientAddress: clientAddress.withUnsafeBytes { $0 },
                                  scheme: listener.scheme, upgrade: upgrade, into: &rendered)
         var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
-                          route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits),
+                          route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
+                                                               maxBodyBytes: route.domain.maxBodyBytes),
                           requestHadBody: hasBody && head.framing != .contentLength(0),
                           upstreamHead: rendered.bytes, responseParser: ResponseHeadParser(limits: runtime.limits))
         ex.upgradeRequested = upgrade

@@ -156,7 +156,9 @@ import Testing
     }
 
     @Test func invalidTransferEncodingList() {
-        #expect(responseError("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n") == .badRequest("invalid Transfer-Encoding"))
+        #expect(responseError("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;x=1\r\n\r\n") == .badRequest("invalid Transfer-Encoding"))
+        // RFC 9110 §5.6.1.2: an empty element is not an error.
+        #expect(responseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n")?.framing == .chunked)
     }
 
     @Test func limits() {

@@ -262,3 +262,25 @@ private func clientResponse(_ raw: String, method: GatehouseHTTP.Method = .get, 
         #expect(HTTPParseError.versionNotSupported.status == 505)
     }
 }
+
+@Suite struct UnderscoreFieldTests {
+    /// nginx's default (underscores_in_headers off): CGI-style backends fold "_"
+    /// into "-", so `Transfer_Encoding` could become a second framing field there.
+    @Test func underscoredNamesAreNotForwarded() throws {
+        let raw = bytes("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nX_Real_IP: 1.2.3.4\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n")
+        let head = try #require(raw.withUnsafeBytes { buf -> RequestHead? in
+            var parser = RequestHeadParser()
+            if case .complete(let h) = parser.parse(buf) { return h }
+            return nil
+        })
+        #expect(head.framing == .contentLength(0))
+        var sink = ArraySink()
+        raw.withUnsafeBytes { buf in
+            Array("192.0.2.1".utf8).withUnsafeBytes { addr in
+                writeUpstreamRequestHead(head, in: buf, clientAddress: addr, scheme: .https, into: &sink)
+            }
+        }
+        #expect(!sink.string.contains("_"))
+        #expect(sink.string.contains("\r\nX-Ok: 1\r\n"))
+    }
+}
