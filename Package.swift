@@ -53,6 +53,9 @@ let package = Package(
             ]
         ),
 
+        // Parser/rewrite micro-benchmark (scripts/bench); GatehouseHTTP only.
+        .executableTarget(name: "gatehouse-microbench", dependencies: ["GatehouseHTTP"]),
+
         .testTarget(name: "GatehouseHTTPTests", dependencies: ["GatehouseHTTP"]),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"]),
         .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig"]),

@@ -43,8 +43,16 @@ public enum ConfigLoader {
 
         var defaultDomain: String?
         var ticketKeyFile: String?
+        var certificateCache = 10_000
         if let tls = main.section("tls", &diag) {
-            tls.rejectUnknownKeys(allowed: ["default_domain", "ticket_key_file"], &diag)
+            tls.rejectUnknownKeys(allowed: ["default_domain", "ticket_key_file", "certificate_cache"], &diag)
+            if let n = tls.int("certificate_cache", &diag) {
+                if n >= 1 && n <= 10_000_000 {
+                    certificateCache = n
+                } else {
+                    diag.add(mainFile, "tls.certificate_cache", "must be between 1 and 10000000, got \(n)")
+                }
+            }
             defaultDomain = tls.string("default_domain", &diag).map(normalizeQuery)
             if let raw = tls.string("ticket_key_file", &diag) {
                 if raw.isEmpty {
@@ -137,7 +145,8 @@ public enum ConfigLoader {
             listeners: listeners,
             timeouts: timeouts,
             limits: limits,
-            tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile),
+            tls: TLSSettings(defaultDomain: defaultDomain, ticketKeyFile: ticketKeyFile,
+                             certificateCache: certificateCache),
             metrics: metrics,
             accessLog: accessLog,
             privileges: privileges,

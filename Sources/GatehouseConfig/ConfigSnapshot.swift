@@ -217,10 +217,14 @@ public struct TLSSettings: Sendable, Equatable {
     /// Absolute path of a file of 80-byte session ticket keys shared by a fleet
     /// (the first encrypts, all decrypt); nil: keys made here, rotated every 12 h.
     public var ticketKeyFile: String?
+    /// Domains whose certificates are kept loaded (`certificate_cache`); the
+    /// rest are loaded again on their next handshake.
+    public var certificateCache: Int
 
-    public init(defaultDomain: String? = nil, ticketKeyFile: String? = nil) {
+    public init(defaultDomain: String? = nil, ticketKeyFile: String? = nil, certificateCache: Int = 10_000) {
         self.defaultDomain = defaultDomain
         self.ticketKeyFile = ticketKeyFile
+        self.certificateCache = certificateCache
     }
 }
 

@@ -159,7 +159,14 @@ func isValidHost(_ p: UnsafeRawBufferPointer, _ v: ByteSpan) -> Bool {
 /// Field lines of a head, validated once each as they complete, and the
 /// semantics Gatehouse needs from them. One array per parser, reused.
 struct FieldSection: Sendable {
+    /// Read through `current`: after `reset()` it still holds the previous
+    /// message's fields until the first field of the next one arrives. The
+    /// head returned for the previous message shares this storage, and by
+    /// then it is normally gone, so clearing reuses the buffer instead of
+    /// allocating a new one per request.
     var headers: [HeaderField] = []
+    private var stale = false
+    var current: [HeaderField] { stale ? [] : headers }
     var contentLength: UInt64?
     var hasTransferEncoding = false
     var codingCount = 0
@@ -178,7 +185,7 @@ struct FieldSection: Sendable {
     init() {}
 
     mutating func reset() {
-        headers.removeAll(keepingCapacity: true)
+        stale = true
         contentLength = nil
         hasTransferEncoding = false
         codingCount = 0
@@ -195,6 +202,10 @@ struct FieldSection: Sendable {
     }
 
     mutating func add(_ p: UnsafeRawBufferPointer, _ line: ByteSpan, maxCount: Int, request: Bool) -> HTTPParseError? {
+        if stale {
+            headers.removeAll(keepingCapacity: true)
+            stale = false
+        }
         guard headers.count < maxCount else { return .headerFieldsTooLarge }
         var name = ByteSpan(start: 0, end: 0), value = name
         if let error = parseFieldLine(p, line, &name, &value) { return error }
@@ -261,7 +272,7 @@ struct FieldSection: Sendable {
     /// re-marked: every other kind is already dropped by the writers or (Host)
     /// is end-to-end by definition (RFC 9112 §3.2), so a client cannot strip it.
     mutating func markConnectionListed(_ p: UnsafeRawBufferPointer) {
-        guard listsOtherFields else { return }
+        guard listsOtherFields, !stale else { return }
         for c in headers.indices where headers[c].kind == .connection {
             _ = forEachListElement(p, headers[c].value) { s, e in
                 if s == e || p.matchesIgnoringCase(s, e, "close") || p.matchesIgnoringCase(s, e, "keep-alive") {

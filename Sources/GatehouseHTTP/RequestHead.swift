@@ -213,7 +213,7 @@ public struct RequestHeadParser: Sendable {
         }
         return RequestHead(
             method: method, methodKind: methodKind, target: target, path: path, version: version,
-            headers: fields.headers, host: fields.host, framing: framing,
+            headers: fields.current, host: fields.host, framing: framing,
             keepAlive: fields.persistent(version),
             expectContinue: fields.expectContinue && version == .http11,
             hasUpgrade: fields.hasUpgrade,

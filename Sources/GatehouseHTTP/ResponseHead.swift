@@ -135,7 +135,7 @@ public struct ResponseHeadParser: Sendable {
 
     private func makeHead() -> ResponseHead {
         ResponseHead(
-            version: version, status: status, reason: reason, headers: fields.headers, framing: framing,
+            version: version, status: status, reason: reason, headers: fields.current, framing: framing,
             keepAlive: fields.persistent(version) && framing != .untilClose,
             contentLength: fields.contentLength, headLength: headLength)
     }

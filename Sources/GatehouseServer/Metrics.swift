@@ -22,6 +22,7 @@ enum MetricsText {
         var latencySum = 0.0
         /// Domains with at least one handshake: (primary name, counts by version).
         var domainHandshakes: [(name: String, counts: [UInt64])] = []
+        var certificates = (loaded: 0, capacity: 0, loads: 0, failures: 0)
     }
 
     static func collect(_ stats: [WorkerStats], runtime: ProxyRuntime) -> Snapshot {
@@ -33,6 +34,8 @@ enum MetricsText {
             for (i, n) in latency.buckets.enumerated() { s.latencyBuckets[i] += n }
             s.latencySum += latency.sum
         }
+        let store = runtime.tls.store
+        s.certificates = (store.loadedCount, store.capacity, store.loadCount, store.failureCount)
         for (domain, h) in zip(runtime.snapshot.domains, runtime.handshakes) {
             let counts = TLSVersion.allCases.map { h.value($0) }
             if counts.contains(where: { $0 > 0 }) { s.domainHandshakes.append((domain.primaryName, counts)) }
@@ -97,6 +100,13 @@ enum MetricsText {
         buckets.append(("_count", String(cumulative)))
         family("gatehouse_backend_response_seconds", "histogram",
                "Time from sending a request to the backend to its response head.", buckets)
+        family("gatehouse_certificates_loaded", "gauge", "Domains whose certificates are in the cache now.",
+               [("", String(s.certificates.loaded))])
+        family("gatehouse_certificate_cache_size", "gauge", "[tls] certificate_cache.", [("", String(s.certificates.capacity))])
+        family("gatehouse_certificate_loads_total", "counter", "Certificate loads from disk since the last reload, by result.", [
+            ("{result=\"success\"}", String(s.certificates.loads - s.certificates.failures)),
+            ("{result=\"failure\"}", String(s.certificates.failures)),
+        ])
         family("gatehouse_domains", "gauge", "Domains in the running configuration.", [("", String(s.domains))])
         family("gatehouse_workers", "gauge", "Worker threads.", [("", String(s.workers))])
         family("gatehouse_reloads_total", "counter", "Configuration reloads (SIGHUP) by result.", [

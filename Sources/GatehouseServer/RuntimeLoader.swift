@@ -21,21 +21,10 @@ enum RuntimeLoader {
             return .failure(Failure(lines: error.errors.map(\.description)))
         }
 
-        var (credentials, failures) = CredentialSet.load(snapshot)
-        // One broken domain never takes the others down: it keeps the
-        // certificate it was serving, or is left out.
-        for failure in failures {
-            let old = previous?.tls.credentials(forDomainFile: failure.domain.file) ?? []
-            if old.isEmpty {
-                Log.error("\(failure) (domain disabled)")
-            } else {
-                credentials[failure.domain.id] = old
-                Log.error("\(failure) (keeping the previous certificate)")
-            }
-        }
-        for warning in CredentialSet.expiryWarnings(snapshot, credentials) {
-            if warning.expired { Log.error(warning.text) } else { Log.warning(warning.text) }
-        }
+        // Certificates are not parsed here: the store loads them on first use
+        // (and a background preload right after), keeping what is unchanged.
+        let store = CredentialStore(snapshot: snapshot, capacity: snapshot.tls.certificateCache,
+                                    previous: previous?.tls.store)
 
         let keys: TicketKeys
         switch ticketKeys(snapshot.tls, previous: previous) {
@@ -43,7 +32,7 @@ enum RuntimeLoader {
         case .failure(let f): return .failure(f)
         }
         do {
-            let tls = try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys)
+            let tls = try TLSServer(snapshot: snapshot, store: store, ticketKeys: keys)
             return .success(ProxyRuntime(snapshot: snapshot, tls: tls, previous: previous))
         } catch {
             return .failure(Failure(lines: ["\(snapshot.mainFile): tls: \(error.description)"]))

@@ -62,6 +62,7 @@ public final class Server {
         let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.address)" }.joined(separator: " ")
         Log.info("ready: \(snapshot.domains.count) domains, \(count) worker\(count == 1 ? "" : "s"), listening on \(listening)")
         notify.send("READY=1", status(snapshot))
+        Self.preloadInBackground(runtime.tls.store)
         event_base_dispatch(control)
         for w in workers { w.join() }
         Log.info("stopped")
@@ -125,8 +126,25 @@ public final class Server {
             reloads.succeeded += 1
             Log.info("reloaded: \(next.snapshot.domains.count) domains")
             notify.send("READY=1", status(next.snapshot))
+            Self.preloadInBackground(next.tls.store)
         }
         metrics?.reloads = reloads
+    }
+
+    /// Certificates are loaded on first use; this thread loads them right after
+    /// start or reload (up to the cache size), so problems are logged at once
+    /// and first visitors do not wait. The workers never wait for it.
+    static func preloadInBackground(_ store: CredentialStore) {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(store).toOpaque()
+        if pthread_create(&thread, nil, { arg in
+            Unmanaged<CredentialStore>.fromOpaque(arg!).takeRetainedValue().preload()
+            return nil
+        }, context) == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<CredentialStore>.fromOpaque(context).release()
+        }
     }
 
     /// Listeners, worker count and the metrics address are bound at start;

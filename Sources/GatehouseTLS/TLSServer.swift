@@ -18,24 +18,24 @@ public final class TLSServer: @unchecked Sendable {
     let names: NameIndex
     let defaultDomain: Int?
     public let ticketKeys: TicketKeys
+    /// Certificates and keys, loaded on first use (bounded cache).
+    public let store: CredentialStore
 
     struct DomainEntry {
         let file: String
         let primaryName: String
         let profile: TLSProfile
         let context: OpaquePointer
-        /// Empty when they failed to load. Several (ECDSA, RSA): OpenSSL picks
-        /// the one the client's signature algorithms allow.
-        let credentials: [Credentials]
         /// RFC 5077/8446 resumption is bound to this: a session from one domain
         /// never resumes on another (the class of nginx CVE-2025-23419).
         let sessionIDContext: [UInt8]
     }
 
-    /// `credentials[i]` belongs to `snapshot.domains[i]`; nil when it failed
-    /// to load (that domain's handshakes fail, the others are unaffected).
-    public init(snapshot: ConfigSnapshot, credentials: [[Credentials]], ticketKeys: TicketKeys) throws(TLSSetupError) {
-        precondition(credentials.count == snapshot.domains.count)
+    /// `store` holds `snapshot`'s domains' certificates (a domain whose files
+    /// fail to load fails its own handshakes; the others are unaffected).
+    public init(snapshot: ConfigSnapshot, store: CredentialStore, ticketKeys: TicketKeys) throws(TLSSetupError) {
+        precondition(store.count == snapshot.domains.count)
+        self.store = store
         var contexts: [TLSProfileName: OpaquePointer] = [:]
         for name in TLSProfileName.allCases {
             do {
@@ -52,7 +52,7 @@ public final class TLSServer: @unchecked Sendable {
         self.names = snapshot.names
         self.domains = snapshot.domains.map { d in
             DomainEntry(file: d.file, primaryName: d.primaryName, profile: TLSProfile.named(d.tlsProfile),
-                        context: contexts[d.tlsProfile]!, credentials: credentials[d.id],
+                        context: contexts[d.tlsProfile]!,
                         sessionIDContext: Self.sessionIDContext(for: d.primaryName, profile: d.tlsProfile))
         }
         self.defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
@@ -82,12 +82,6 @@ public final class TLSServer: @unchecked Sendable {
     public static func selectedDomain(of ssl: OpaquePointer) -> Int? {
         let raw = Int(bitPattern: SSL_get_ex_data(ssl, TLSCallbacks.domainIndex))
         return raw == 0 ? nil : raw - 1
-    }
-
-    /// What a domain file's domain is served with now (for a reload whose new
-    /// certificate fails to load). Linear: only called for failed domains.
-    public func credentials(forDomainFile file: String) -> [Credentials] {
-        domains.first { $0.file == file }?.credentials ?? []
     }
 
     /// The alert the ClientHello callback refused the handshake with, if it did.
@@ -122,7 +116,10 @@ public final class TLSServer: @unchecked Sendable {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
-        guard !domain.credentials.isEmpty else {
+        // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
+        // signature algorithms allow. Empty: the files failed (logged once).
+        let credentials = store.credentials(for: id)
+        guard !credentials.isEmpty else {
             return .refuse(alert: Int32(SSL_AD_HANDSHAKE_FAILURE))
         }
         // A listener's SNI fallback profile applies only to clients that sent no
@@ -142,7 +139,7 @@ public final class TLSServer: @unchecked Sendable {
         }
         _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
         _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
-        for credentials in domain.credentials where !credentials.apply(to: ssl) {
+        for c in credentials where !c.apply(to: ssl) {
             Log.error("\(domain.file): certificate: cannot be used for a handshake: \(opensslErrorString())")
             return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR))
         }
@@ -199,20 +196,24 @@ public enum CredentialSet {
 
     /// Certificates already expired or expiring within `CredentialLoader.expiryWarning`.
     public static func expiryWarnings(_ snapshot: ConfigSnapshot, _ credentials: [[Credentials]]) -> [ExpiryWarning] {
-        var warnings: [ExpiryWarning] = []
-        for (i, list) in credentials.enumerated() {
-            for c in list where c.secondsUntilExpiry < CredentialLoader.expiryWarning {
-                let expired = c.secondsUntilExpiry <= 0
-                let when = expired ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
-                warnings.append(ExpiryWarning(text: "\(snapshot.domains[i].file): certificate: \(when) (\(c.subject))", expired: expired))
-            }
+        zip(snapshot.domains, credentials).flatMap { expiryWarnings(file: $0.file, $1) }
+    }
+
+    static func expiryWarnings(file: String, _ list: [Credentials]) -> [ExpiryWarning] {
+        list.filter { $0.secondsUntilExpiry < CredentialLoader.expiryWarning }.map { c in
+            let expired = c.secondsUntilExpiry <= 0
+            let when = expired ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
+            return ExpiryWarning(text: "\(file): certificate: \(when) (\(c.subject))", expired: expired)
         }
-        return warnings
     }
 
     static func load(_ domain: DomainConfig) throws(CredentialError) -> [Credentials] {
+        try load(pairs: domain.certificates)
+    }
+
+    static func load(pairs: [CertificatePair]) throws(CredentialError) -> [Credentials] {
         var loaded: [Credentials] = []
-        for pair in domain.certificates {
+        for pair in pairs {
             let c = try CredentialLoader.load(certificate: pair.certificate, key: pair.key)
             // OpenSSL keeps one certificate per key type; a second would silently replace the first.
             if let twin = loaded.first(where: { $0.keyType == c.keyType }) {

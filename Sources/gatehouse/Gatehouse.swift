@@ -59,7 +59,7 @@ struct Check: ParsableCommand {
         var failed = !failures.isEmpty
         do {
             let keys = try TicketKeys.load(snapshot.tls)
-            _ = try TLSServer(snapshot: snapshot, credentials: credentials, ticketKeys: keys)
+            _ = try TLSServer(snapshot: snapshot, store: CredentialStore(snapshot: snapshot), ticketKeys: keys)
         } catch let error as TicketKeyError {
             printError(error.description)
             failed = true

@@ -24,8 +24,19 @@ class PrivilegeTests(unittest.TestCase):
     def make_env(self, **top):
         env = Env()
         self.addCleanup(env.close)
-        os.chmod(env.dir, 0o755)   # nobody must read its files on reload; the key is read before the drop
-        env.domain("a.toml", ["a.test"], env.backend("A"))
+        # Certificates are read when first needed (and on reload), by the user
+        # Gatehouse runs as: give nobody a readable copy, as an operator gives
+        # the gatehouse user read access to /etc/letsencrypt.
+        os.chmod(env.dir, 0o755)
+        cert, key = env.ca.leaf("a.test")
+        copies = []
+        for src in (cert, key):
+            dst = os.path.join(env.dir, os.path.basename(src))
+            with open(src, "rb") as f, open(dst, "wb") as g:
+                g.write(f.read())
+            os.chmod(dst, 0o644)
+            copies.append(dst)
+        env.domain("a.toml", ["a.test"], env.backend("A"), cert=copies[0], key=copies[1])
         port = env.listener("https")
         env.write_config(extra_top=top)
         return env, port
