@@ -23,6 +23,10 @@ final class ClientConnection {
     private var clock: ConnectionClock
     private var state: State = .handshake
     private var parser: RequestHeadParser
+    /// Reused for every exchange: their field buffers are then allocated once
+    /// per connection, not per request.
+    private var responseParser: ResponseHeadParser
+    private var upstreamHeadBuffer = ByteArraySink()
     private var exchange: Exchange?
     /// Balanced in `close()`: the connection owns itself while open.
     private var retained: Unmanaged<ClientConnection>?
@@ -60,7 +64,6 @@ final class ClientConnection {
         var upstreamHead: [UInt8]
         var retried = false
         var response: ResponseState = .awaitingHead
-        var responseParser: ResponseHeadParser
         var responseBody: BodyState = .done
         /// Chunked from the backend and chunked to the client (else decoded raw).
         var reframeChunks = false
@@ -100,6 +103,7 @@ final class ClientConnection {
             self.state = .readingHead
         }
         self.parser = RequestHeadParser(limits: runtime.limits)
+        self.responseParser = ResponseHeadParser(limits: runtime.limits)
         // The timer needs `self` as its argument, which exists only once every
         // stored property does: allocate it first, point it at `self` after.
         guard let timer = event_new(worker.base, -1, 0, Callbacks.clientTimer, nil) else {
@@ -239,17 +243,18 @@ final class ClientConnection {
         }
 
         // The upstream head is rendered once; kept for a possible retry.
-        var rendered = ByteArraySink()
+        upstreamHeadBuffer.bytes.removeAll(keepingCapacity: true)
         // Only a bodiless upgrade request is passed on: the tunnel then starts
         // on a clean message boundary.
         let upgrade = head.wantsUpgrade && head.framing == .none
         writeUpstreamRequestHead(head, in: bytes, clientAddress: clientAddress.withUnsafeBytes { $0 },
-                                 scheme: listener.scheme, upgrade: upgrade, into: &rendered)
+                                 scheme: listener.scheme, upgrade: upgrade, into: &upstreamHeadBuffer)
         var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
                           route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
                                                                maxBodyBytes: route.domain.maxBodyBytes),
                           requestHadBody: hasBody && head.framing != .contentLength(0),
-                          upstreamHead: rendered.bytes, responseParser: ResponseHeadParser(limits: runtime.limits))
+                          upstreamHead: upstreamHeadBuffer.bytes)
+        responseParser.reset()
         ex.upgradeRequested = upgrade
         let expectContinue = head.expectContinue && hasBody
         evbuffer_drain(input, head.headLength)
@@ -437,7 +442,7 @@ final class ClientConnection {
                 let bytes = Evbuffer.front(backend.input, max: runtime.limits.maxHeaderBytes + 1)
                 guard bytes.count > 0 else { return }
                 ex.responseBytesSeen = true
-                let result = ex.responseParser.parse(bytes, requestMethod: ex.method)
+                let result = responseParser.parse(bytes, requestMethod: ex.method)
                 exchange = ex
                 switch result {
                 case .incomplete:
@@ -493,7 +498,7 @@ final class ClientConnection {
             var sink = EvbufferSink(buffer: output)
             writeInterimResponseHead(head, in: bytes, into: &sink)
             evbuffer_drain(backend.input, head.headLength)
-            ex.responseParser.reset()
+            responseParser.reset()
             exchange = ex
             return
         }
