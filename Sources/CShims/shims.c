@@ -3,6 +3,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <malloc.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/evp.h>
@@ -66,3 +67,5 @@ int gh_ssl_r_inappropriate_fallback(void) { return SSL_R_INAPPROPRIATE_FALLBACK;
 int gh_ssl_r_callback_failed(void) { return SSL_R_CALLBACK_FAILED; }
 int gh_ssl_r_wrong_version_number(void) { return SSL_R_WRONG_VERSION_NUMBER; }
 int gh_ssl_r_http_request(void) { return SSL_R_HTTP_REQUEST; }
+
+int gh_malloc_trim(void) { return malloc_trim(0); }

@@ -5,10 +5,15 @@ public enum ConfigLoader {
     /// Reads the main file and every `*.toml` in domains_dir (sorted, non-recursive; other
     /// files ignored). Collects ALL errors (every file is checked, not just the first
     /// failure) and throws them together.
-    public static func load(path: String) throws(ConfigErrors) -> ConfigSnapshot {
+    ///
+    /// `previous`: the running snapshot; domain files whose stamp (device,
+    /// inode, size, mtime) is unchanged are taken from it instead of being
+    /// parsed again, so a reload of 100,000 domains with one changed parses one.
+    public static func load(path: String, previous: ConfigSnapshot? = nil) throws(ConfigErrors) -> ConfigSnapshot {
         let mainFile = FileSystem.absolute(path, relativeTo: FileSystem.currentDirectory())
         var diag = Diagnostics()
         guard let root = parse(mainFile, &diag) else { throw ConfigErrors(diag.errors) }
+        defer { root.clear() }
         let main = TOMLSection(table: root, file: mainFile, path: "")
         main.rejectUnknownKeys(allowed: mainKeys, &diag)
 
@@ -100,15 +105,31 @@ public enum ConfigLoader {
         // Domain files: every one is checked even after failures.
         var domains: [DomainConfig] = []
         var owners: [String: String] = [:]
+        var stamps: [FileStamp] = []
         let errorsBeforeDomains = diag.errors.count
         if domainsDirUsable {
             switch FileSystem.listFiles(domainsDirectory, suffix: ".toml") {
             case .success(let files):
                 domains.reserveCapacity(files.count)
+                stamps.reserveCapacity(files.count)
+                var unchanged: [String: (stamp: FileStamp, index: Int)] = [:]
+                if let previous {
+                    unchanged.reserveCapacity(previous.domains.count)
+                    for (i, d) in previous.domains.enumerated() where i < previous.domainStamps.count {
+                        unchanged[d.file] = (previous.domainStamps[i], i)
+                    }
+                }
                 for name in files {
                     let file = FileSystem.join(domainsDirectory, name)
-                    if let domain = parseDomain(file, id: domains.count, owners: &owners, &diag) {
+                    // No stamp (the file vanished): parsing reports why.
+                    let stamp = FileSystem.stamp(file) ?? FileStamp(device: 0, inode: 0, size: -1, seconds: 0, nanoseconds: 0)
+                    if let old = unchanged[file], old.stamp == stamp, stamp.size >= 0, let p = previous,
+                       let domain = reuse(p.domains[old.index], id: domains.count, owners: &owners, &diag) {
                         domains.append(domain)
+                        stamps.append(stamp)
+                    } else if let domain = parseDomain(file, id: domains.count, owners: &owners, &diag) {
+                        domains.append(domain)
+                        stamps.append(stamp)
                     }
                 }
             case .failure(let message):
@@ -138,7 +159,7 @@ public enum ConfigLoader {
             Log.warning("\(mainFile): no https listener configured")
         }
 
-        return ConfigSnapshot(
+        var snapshot = ConfigSnapshot(
             mainFile: mainFile,
             domainsDirectory: domainsDirectory,
             workers: workers,
@@ -152,6 +173,8 @@ public enum ConfigLoader {
             privileges: privileges,
             domains: domains,
             names: names)
+        snapshot.domainStamps = stamps
+        return snapshot
     }
 
     // MARK: - Main file
@@ -291,6 +314,24 @@ public enum ConfigLoader {
 
     // MARK: - Domain files
 
+    /// An unchanged file's domain from the previous snapshot; its names are
+    /// still checked against the other files (one of those may have changed).
+    static func reuse(_ domain: DomainConfig, id: Int, owners: inout [String: String], _ diag: inout Diagnostics) -> DomainConfig? {
+        var ok = true
+        for name in domain.names {
+            if let other = owners[name] {
+                diag.add(domain.file, "names", "\"\(name)\" is already configured in \(other)")
+                ok = false
+            } else {
+                owners[name] = domain.file
+            }
+        }
+        guard ok else { return nil }
+        var copy = domain
+        copy.id = id
+        return copy
+    }
+
     /// Returns nil when the file has any error (already recorded). `owners` maps every
     /// name declared so far to its file, including names from files that failed, so a
     /// duplicate is reported even when the other file also has unrelated errors.
@@ -299,6 +340,9 @@ public enum ConfigLoader {
     ) -> DomainConfig? {
         let before = diag.errors.count
         guard let table = parse(file, &diag) else { return nil }
+        // TOMLKit 0.6.0 never frees a parsed document (TOMLTable has no
+        // deinit); clear() at least destroys its nodes, which are most of it.
+        defer { table.clear() }
         let section = TOMLSection(table: table, file: file, path: "")
         section.rejectUnknownKeys(allowed: domainKeys, &diag)
 

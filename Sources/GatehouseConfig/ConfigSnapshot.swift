@@ -22,6 +22,9 @@ public struct ConfigSnapshot: Sendable {
     public let domains: [DomainConfig]
     /// Maps SNI / Host names to indices into `domains`.
     public let names: NameIndex
+    /// `domainStamps[i]`: `domains[i].file` as it was read, so a reload can
+    /// reuse what did not change instead of parsing it again.
+    var domainStamps: [FileStamp] = []
 
     public init(
         mainFile: String,
@@ -262,7 +265,7 @@ public enum Backend: Sendable, Equatable, CustomStringConvertible {
 
 public struct DomainConfig: Sendable, Equatable {
     /// Index in `ConfigSnapshot.domains`.
-    public let id: Int
+    public internal(set) var id: Int
     /// Absolute path of the domains.d file it came from (for error messages and logs).
     public let file: String
     /// Lowercase, no trailing dot; `names[0]` is the primary name. Never empty.

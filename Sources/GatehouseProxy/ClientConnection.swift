@@ -128,22 +128,24 @@ final class ClientConnection {
     // MARK: - Lifecycle: handshake
 
     func clientEvent(_ what: Int16) {
-        if what & Int16(BEV_EVENT_CONNECTED) != 0 {
-            // TLS handshake complete. The first request is timed from here.
-            guard state == .handshake else { return }
-            if let ssl {
-                let version = TLSServer.protocolVersion(of: ssl)
-                worker.stats.countHandshake(version: version)
-                if let version, let id = TLSServer.selectedDomain(of: ssl), id < runtime.handshakes.count {
-                    runtime.handshakes[id].count(version)
-                }
+        // Deferred callbacks can merge events: CONNECTED and EOF may come together.
+        let gone = what & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT) != 0
+        if what & Int16(BEV_EVENT_CONNECTED) != 0, state == .handshake {
+            handshakeCompleted()
+            if !gone {
+                // The first request is timed from here.
+                state = .readingHead
+                enter(.firstRequest)
+                clientReadable()
+                return
             }
-            state = .readingHead
-            enter(.firstRequest)
-            clientReadable()
-            return
+        } else if state == .handshake, let ssl, SSL_is_init_finished(ssl) == 1 {
+            // Finished, but the client left before libevent reported it.
+            handshakeCompleted()
+        } else if state == .handshake {
+            handshakeFailed()
         }
-        if state == .handshake { handshakeFailed() }
+        guard gone else { return }
         // EOF or error: the client is gone. Abort whatever is in flight; the
         // backend connection cannot be reused mid-exchange.
         abortExchange()
@@ -798,6 +800,15 @@ final class ClientConnection {
                 }
                 failExchange(status: status, reason: status == 408 ? nil : "backend timeout (\(clock.phase))")
             }
+        }
+    }
+
+    private func handshakeCompleted() {
+        guard let ssl else { return }
+        let version = TLSServer.protocolVersion(of: ssl)
+        worker.stats.countHandshake(version: version)
+        if let version, let id = TLSServer.selectedDomain(of: ssl), id < runtime.handshakes.count {
+            runtime.handshakes[id].count(version)
         }
     }
 

@@ -16,7 +16,7 @@ enum RuntimeLoader {
     static func load(path: String, previous: ProxyRuntime?) -> Result<ProxyRuntime, Failure> {
         let snapshot: ConfigSnapshot
         do {
-            snapshot = try ConfigLoader.load(path: path)
+            snapshot = try ConfigLoader.load(path: path, previous: previous?.snapshot)
         } catch {
             return .failure(Failure(lines: error.errors.map(\.description)))
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLibevent
+import CShims
 import Synchronization
 import GatehouseConfig
 import GatehouseLog
@@ -42,6 +43,8 @@ public final class Server {
         case .failure(let f): throw StartupError(description: f.lines.joined(separator: "\n"))
         }
         self.runtime = runtime
+        // Parsing thousands of domain files leaves freed heap behind; give it back.
+        _ = gh_malloc_trim()
         let snapshot = runtime.snapshot
         let count = snapshot.workers == 0 ? max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) : snapshot.workers
         for i in 0..<count {
@@ -122,6 +125,7 @@ public final class Server {
             for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
             runtime = next
             for w in workers { w.adopt(next) }
+            _ = gh_malloc_trim()
             metrics?.runtime = next
             reloads.succeeded += 1
             Log.info("reloaded: \(next.snapshot.domains.count) domains")

@@ -227,3 +227,39 @@ import Testing
         #expect(DomainConfig.hstsHeader(maxAge: 5, includeSubdomains: false, preload: false) == "max-age=5")
     }
 }
+
+@Suite struct ReloadReuseTests {
+    @Test func unchangedDomainFilesAreReusedChangedOnesParsed() throws {
+        let tmp = TempDir()
+        defer { tmp.remove() }
+        tmp.write("gatehouse.toml", Fixtures.main)
+        tmp.mkdirs("domains.d")
+        tmp.write("domains.d/a.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
+        tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "b.example"))
+        let first = try ConfigLoader.load(path: tmp.path + "/gatehouse.toml")
+        #expect(first.domainStamps.count == 2)
+
+        // b changes (different size), c is new, a stays.
+        tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "bb.example"))
+        tmp.write("domains.d/c.toml", Fixtures.domain.replacingFirst("example.com", "c.example"))
+        let second = try ConfigLoader.load(path: tmp.path + "/gatehouse.toml", previous: first)
+        #expect(second.domains.map(\.primaryName) == ["a.example", "bb.example", "c.example"])
+        #expect(second.domains.map(\.id) == [0, 1, 2])
+        #expect(second.names.lookup("bb.example") == 1 && second.names.lookup("b.example") == nil)
+        #expect(second.domainStamps[0] == first.domainStamps[0])
+    }
+
+    @Test func aReusedDomainStillClashesWithAChangedOne() throws {
+        let tmp = TempDir()
+        defer { tmp.remove() }
+        tmp.write("gatehouse.toml", Fixtures.main)
+        tmp.mkdirs("domains.d")
+        tmp.write("domains.d/a.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
+        tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "b.example"))
+        let first = try ConfigLoader.load(path: tmp.path + "/gatehouse.toml")
+        tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
+        #expect(throws: ConfigErrors.self) {
+            try ConfigLoader.load(path: tmp.path + "/gatehouse.toml", previous: first)
+        }
+    }
+}

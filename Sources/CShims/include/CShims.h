@@ -65,6 +65,9 @@ int gh_ssl_r_callback_failed(void);
 int gh_ssl_r_wrong_version_number(void);
 int gh_ssl_r_http_request(void);
 
+// glibc's malloc_trim(0): returns freed heap to the system after a big load.
+int gh_malloc_trim(void);
+
 // libevent's EVUTIL_SOCKET_ERROR().
 int gh_socket_error(void);
 
