@@ -246,7 +246,7 @@ public enum TLSProfileName: String, Sendable, CaseIterable {
     case modern, legacy, strict
 }
 
-public enum Backend: Sendable, Equatable, CustomStringConvertible {
+public enum Backend: Sendable, Hashable, CustomStringConvertible {
     /// Hostnames are kept as written; the proxy resolves them.
     case tcp(host: String, port: UInt16)
     /// Absolute path of a Unix domain socket.

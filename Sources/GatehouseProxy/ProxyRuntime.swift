@@ -39,17 +39,36 @@ public final class ProxyRuntime: Sendable {
             maxRequestLineBytes: snapshot.limits.maxRequestLineBytes,
             maxHeaderBytes: snapshot.limits.maxHeaderBytes,
             maxHeaderCount: snapshot.limits.maxHeaderCount)
+        // Domains share backends and HSTS values: resolve and render each once,
+        // so 100,000 domains do not hold 100,000 copies.
+        var backends: [Backend: (address: SocketAddress?, key: String)] = [:]
+        var hstsValues: [String: [UInt8]] = [:]
         self.routes = snapshot.domains.map { domain in
-            let address: SocketAddress?
-            switch domain.backend {
-            case .tcp(let host, let port): address = SocketAddress(host: host, port: port)
-            case .unix(let path): address = SocketAddress(unixPath: path)
+            let target: (address: SocketAddress?, key: String)
+            if let known = backends[domain.backend] {
+                target = known
+            } else {
+                let address: SocketAddress?
+                switch domain.backend {
+                case .tcp(let host, let port): address = SocketAddress(host: host, port: port)
+                case .unix(let path): address = SocketAddress(unixPath: path)
+                }
+                target = (address, domain.backend.description)
+                backends[domain.backend] = target
             }
-            if address == nil {
+            if target.address == nil {
                 Log.error("\(domain.file): backend: cannot resolve \(domain.backend)")
             }
-            return Route(domain: domain, backend: address, poolKey: domain.backend.description,
-                         hsts: domain.hstsHeaderValue.map { Array($0.utf8) })
+            var hsts: [UInt8]?
+            if let value = domain.hstsHeaderValue {
+                if let known = hstsValues[value] {
+                    hsts = known
+                } else {
+                    hsts = Array(value.utf8)
+                    hstsValues[value] = hsts
+                }
+            }
+            return Route(domain: domain, backend: target.address, poolKey: target.key, hsts: hsts)
         }
     }
 }

@@ -21,14 +21,11 @@ public final class TLSServer: @unchecked Sendable {
     /// Certificates and keys, loaded on first use (bounded cache).
     public let store: CredentialStore
 
+    /// Kept small: there may be 100,000 of them, and a reload briefly holds two sets.
     struct DomainEntry {
         let file: String
         let primaryName: String
-        let profile: TLSProfile
-        let context: OpaquePointer
-        /// RFC 5077/8446 resumption is bound to this: a session from one domain
-        /// never resumes on another (the class of nginx CVE-2025-23419).
-        let sessionIDContext: [UInt8]
+        let profile: TLSProfileName
     }
 
     /// `store` holds `snapshot`'s domains' certificates (a domain whose files
@@ -51,9 +48,7 @@ public final class TLSServer: @unchecked Sendable {
         for ctx in contexts.values { TLSCallbacks.installTicketKeys(on: ctx, keys: ticketKeys) }
         self.names = snapshot.names
         self.domains = snapshot.domains.map { d in
-            DomainEntry(file: d.file, primaryName: d.primaryName, profile: TLSProfile.named(d.tlsProfile),
-                        context: contexts[d.tlsProfile]!,
-                        sessionIDContext: Self.sessionIDContext(for: d.primaryName, profile: d.tlsProfile))
+            DomainEntry(file: d.file, primaryName: d.primaryName, profile: d.tlsProfile)
         }
         self.defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
         TLSCallbacks.installClientHello(on: baseContext, server: self)
@@ -124,14 +119,13 @@ public final class TLSServer: @unchecked Sendable {
         }
         // A listener's SNI fallback profile applies only to clients that sent no
         // name at all; every name keeps its own domain's profile.
-        var profile = domain.profile
-        var context = domain.context
-        var sessionIDContext = domain.sessionIDContext
-        if serverName == nil, let fallback = Self.fallbackProfile(of: ssl), let ctx = contexts[fallback] {
-            profile = TLSProfile.named(fallback)
-            context = ctx
-            sessionIDContext = Self.sessionIDContext(for: domain.primaryName, profile: fallback)
-        }
+        var profileName = domain.profile
+        if serverName == nil, let fallback = Self.fallbackProfile(of: ssl) { profileName = fallback }
+        let profile = TLSProfile.named(profileName)
+        guard let context = contexts[profileName] else { return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR)) }
+        // RFC 5077/8446 resumption is bound to this: a session never resumes on
+        // another domain or under another profile (the class of nginx CVE-2025-23419).
+        let sessionIDContext = Self.sessionIDContext(for: domain.primaryName, profile: profileName)
         if context != baseContext {
             // Brings the profile's cipher list and security level; the version
             // bounds are per-SSL and set below.
