@@ -43,6 +43,7 @@ final class BackendConnection {
         let b = BackendConnection(bev: bev, poolKey: poolKey)
         Callbacks.install(backend: b, bev: bev)
         bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
         _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
         return b
     }
@@ -150,4 +151,8 @@ enum ProxyBuffers {
     static let readHighWater = 256 * 1024
     /// The other side stops reading while an output buffer holds more than this.
     static let writeHighWater = 256 * 1024
+    /// ...and starts again once it has drained below this, so the writer never
+    /// runs dry while the reader wakes up (resuming only at empty stalls bulk
+    /// transfers into fill-then-drain rounds).
+    static let writeLowWater = 64 * 1024
 }

@@ -116,6 +116,7 @@ final class ClientConnection {
         event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
         Callbacks.install(client: self, bev: bev, context: retained.toOpaque())
         bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
         _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
         armTimer()
     }
@@ -631,17 +632,16 @@ final class ClientConnection {
     }
 
     func clientWritable() {
-        // Fires when the output has drained, but a deferred callback can be
-        // stale: one queued before the final response was written runs after
-        // it. Only an empty buffer means flushed.
-        guard output.evLength == 0 else { return }
+        // Fires when the output drops below the low watermark (0 once closing).
+        // A deferred callback can be stale, queued before the final response
+        // was written: only an empty buffer means flushed.
         if state == .closing {
-            close()
+            if output.evLength == 0 { close() }
             return
         }
         if state == .tunnel {
             pumpTunnel()
-        } else if let backend = exchange?.backend, backendReadPaused {
+        } else if let backend = exchange?.backend, backendReadPaused, output.evLength <= ProxyBuffers.writeLowWater {
             resumeBackendRead(backend)
             pumpResponse(from: backend)
         }
@@ -693,6 +693,8 @@ final class ClientConnection {
         abortExchange()
         state = .closing
         _ = bufferevent_disable(bev, Int16(EV_READ))
+        // The write callback must now mean "all flushed".
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
         enter(.closing)
         if output.evLength == 0 { close() }
     }
