@@ -206,8 +206,10 @@ final class ClientConnection {
             let sniDomain = ssl.flatMap { TLSServer.selectedDomain(of: $0) }
             // RFC 9110 §15.5.20: a Host that belongs to another domain entry
             // than the handshake did is misdirected (it could otherwise reach a
-            // modern domain over a legacy domain's TLS version).
-            guard let sni = sniDomain, hostDomain ?? sni == sni, head.host == nil || hostDomain != nil else {
+            // modern domain over a legacy domain's TLS version). A Host no domain
+            // claims (an IP address, a health check) stays with the handshake's
+            // domain, as nginx and HAProxy would serve it.
+            guard let sni = sniDomain, hostDomain == nil || hostDomain == sni else {
                 finishLocal(head, bytes: bytes, status: 421, close: true)
                 return
             }

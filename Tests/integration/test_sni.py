@@ -93,6 +93,15 @@ class SNIRoutingTests(GatehouseCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.status, 421)
 
+    def test_unknown_host_stays_with_the_handshake_domain(self):
+        # An IP or a name no domain claims is not another customer's: the
+        # handshake's domain serves it, Host passed on as sent.
+        for sni, host, backend in (("a.test", "127.0.0.1:%d" % self.port, "A"), ("b.test", "nobody.test", "B")):
+            with self.subTest(host=host):
+                r = self.request(sni, host)
+                self.assertEqual(r.status, 200, r.summary())
+                self.assertEqual(r.get("x-backend-name"), backend)
+
     def test_other_name_of_same_domain_is_fine(self):
         r = self.request("b.test", "www.b.test")
         self.assertEqual(r.status, 200, r.summary())
