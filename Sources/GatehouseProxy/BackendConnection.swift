@@ -44,6 +44,7 @@ final class BackendConnection {
         Callbacks.install(backend: b, bev: bev)
         bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
         bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
+        ProxyBuffers.widen(bev)
         _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
         return b
     }
@@ -155,4 +156,13 @@ enum ProxyBuffers {
     /// runs dry while the reader wakes up (resuming only at empty stalls bulk
     /// transfers into fill-then-drain rounds).
     static let writeLowWater = 64 * 1024
+    /// libevent moves at most 16 KiB per read or write callback by default:
+    /// for bulk bodies that is one epoll round trip (and, on the TLS side, one
+    /// 4-16 KiB record per chain element) per 16 KiB.
+    static let singleTransfer = 256 * 1024
+
+    static func widen(_ bev: OpaquePointer) {
+        _ = bufferevent_set_max_single_read(bev, singleTransfer)
+        _ = bufferevent_set_max_single_write(bev, singleTransfer)
+    }
 }

@@ -117,6 +117,7 @@ final class ClientConnection {
         Callbacks.install(client: self, bev: bev, context: retained.toOpaque())
         bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
         bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
+        ProxyBuffers.widen(bev)
         _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
         armTimer()
     }

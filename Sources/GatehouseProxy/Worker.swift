@@ -29,7 +29,7 @@ public final class Worker {
     public var openConnections: Int { connections.count }
 
     public init(index: Int, runtime: ProxyRuntime) throws(ListenError) {
-        guard let base = event_base_new() else { throw ListenError(description: "event_base_new failed") }
+        guard let base = Self.makeBase() else { throw ListenError(description: "event_base_new failed") }
         self.base = base
         self.index = index
         self.runtime = runtime
@@ -46,6 +46,16 @@ public final class Worker {
         tickEvent = event_new(base, -1, Int16(EV_PERSIST), Callbacks.workerTick, Unmanaged.passUnretained(self).toOpaque())
         var oneSecond = timeval(seconds: 1)
         event_add(tickEvent, &oneSecond)
+    }
+
+    /// epoll with libevent's changelist: a read or write interest switched off
+    /// and on again within one loop turn (backpressure, TLS writes that drain
+    /// and refill) costs no epoll_ctl. Safe here: no descriptor is dup()ed.
+    static func makeBase() -> OpaquePointer? {
+        guard let config = event_config_new() else { return event_base_new() }
+        defer { event_config_free(config) }
+        _ = event_config_set_flag(config, Int32(EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST.rawValue))
+        return event_base_new_with_config(config) ?? event_base_new()
     }
 
     deinit {
