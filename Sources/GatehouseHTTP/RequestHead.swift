@@ -39,6 +39,12 @@ public struct RequestHeadParser: Sendable {
     /// RFC 9112 §2.2: empty lines before the request line are skipped, up to this many.
     public static let maxLeadingEmptyLines = 4
 
+    /// Visible ASCII minus `#` (a fragment is never sent) and the characters
+    /// RFC 3986 does not allow anywhere in a URI.
+    static let targetByteAllowed: [Bool] = (0 ..< 128).map { b in
+        b >= 0x21 && b <= 0x7E && !Array("#\"<>\\^`{|}".utf8).contains(UInt8(b))
+    }
+
     public let limits: HTTPLimits
     private var lines = LineScanner()
     private var fields = FieldSection()
@@ -127,7 +133,9 @@ public struct RequestHeadParser: Sendable {
         let targetStart = i
         while i < line.end && p[i] != SP {
             let b = p[i]
-            guard b >= 0x21 && b <= 0x7E && b != 0x23 else { return .badRequest("invalid request-target") }
+            // RFC 3986 §2: `"<>\^`{|}` are not URI characters either (HAProxy
+            // refuses them too); clients percent-encode them.
+            guard b >= 0x21 && b <= 0x7E && Self.targetByteAllowed[Int(b)] else { return .badRequest("invalid request-target") }
             i += 1
         }
         guard i > targetStart, i < line.end else { return .badRequest("malformed request line") }

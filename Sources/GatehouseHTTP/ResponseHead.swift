@@ -124,7 +124,13 @@ public struct ResponseHeadParser: Sendable {
         if requestMethod == .head || status < 200 || status == 204 || status == 304 {
             framing = .none  // rules 1-2 (CONNECT is never forwarded)
         } else if fields.hasTransferEncoding {
-            framing = fields.lastCodingIsChunked ? .chunked : .untilClose  // rule 4
+            // Rule 4. We re-frame chunked ourselves; any other coding (gzip,
+            // chunked) would reach the client without the field that names it,
+            // so such a response is refused (the proxy answers 502).
+            guard fields.codingCount == 1, fields.lastCodingIsChunked else {
+                return .badRequest("transfer coding other than chunked")
+            }
+            framing = .chunked
         } else if let n = fields.contentLength {
             framing = .contentLength(n)  // rule 6
         } else {

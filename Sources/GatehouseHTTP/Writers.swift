@@ -105,11 +105,24 @@ extension ByteSink {
 /// so a client cannot strip ours with "Connection: X-Forwarded-For".
 public func writeUpstreamRequestHead<S: ByteSink>(_ head: RequestHead, in buffer: UnsafeRawBufferPointer,
                                                   clientAddress: UnsafeRawBufferPointer, scheme: Scheme,
-                                                  upgrade: Bool = false, into sink: inout S) {
+                                                  upgrade: Bool = false, defaultHost: UnsafeRawBufferPointer? = nil,
+                                                  into sink: inout S) {
     sink.write(buffer[span: head.method])
     sink.write(" ")
-    if head.path.isEmpty { sink.write("/") } else { sink.write(buffer[span: head.path]) }
+    if !head.path.isEmpty {
+        sink.write(buffer[span: head.path])
+    } else {
+        // RFC 9112 §3.2.4: an absolute-form OPTIONS without a path means "*".
+        sink.write(head.methodKind == .options ? "*" : "/")
+    }
     sink.write(" HTTP/1.1\r\n")
+    // RFC 9112 §3.2: HTTP/1.1 needs Host. An HTTP/1.0 client may not have sent
+    // one; the upstream request names the domain the request was routed to.
+    if head.host == nil, let defaultHost {
+        sink.write("Host: ")
+        sink.write(defaultHost)
+        sink.write("\r\n")
+    }
     for field in head.headers where !field.kind.isDroppedUpstream || (upgrade && field.kind == .upgrade) {
         sink.writeField(field, buffer)
     }

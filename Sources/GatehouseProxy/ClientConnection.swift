@@ -253,8 +253,13 @@ final class ClientConnection {
         // Only a bodiless upgrade request is passed on: the tunnel then starts
         // on a clean message boundary.
         let upgrade = head.wantsUpgrade && head.framing == .none
-        writeUpstreamRequestHead(head, in: bytes, clientAddress: clientAddress.withUnsafeBytes { $0 },
-                                 scheme: listener.scheme, upgrade: upgrade, into: &upstreamHeadBuffer)
+        var primaryName = route.domain.primaryName
+        primaryName.withUTF8 { name in
+            clientAddress.withUnsafeBytes { client in
+                writeUpstreamRequestHead(head, in: bytes, clientAddress: client, scheme: listener.scheme, upgrade: upgrade,
+                                         defaultHost: UnsafeRawBufferPointer(name), into: &upstreamHeadBuffer)
+            }
+        }
         var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
                           route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
                                                                maxBodyBytes: route.domain.maxBodyBytes),

@@ -284,3 +284,48 @@ private func clientResponse(_ raw: String, method: GatehouseHTTP.Method = .get, 
         #expect(sink.string.contains("\r\nX-Ok: 1\r\n"))
     }
 }
+
+/// Found by the fuzzer (Fuzz/ParserFuzzer.swift): what we forward must parse.
+@Suite struct FuzzerRegressionTests {
+    private func forward(_ text: String, defaultHost: String? = "a.example") throws -> String {
+        let raw = bytes(text)
+        let head = try #require(raw.withUnsafeBytes { buf -> RequestHead? in
+            var parser = RequestHeadParser()
+            if case .complete(let h) = parser.parse(buf) { return h }
+            return nil
+        })
+        var sink = ArraySink()
+        var host = defaultHost.map { Array($0.utf8) } ?? []
+        raw.withUnsafeBytes { buf in
+            Array("192.0.2.1".utf8).withUnsafeBytes { addr in
+                host.withUnsafeMutableBytes { h in
+                    writeUpstreamRequestHead(head, in: buf, clientAddress: addr, scheme: .https,
+                                             defaultHost: defaultHost == nil ? nil : UnsafeRawBufferPointer(h), into: &sink)
+                }
+            }
+        }
+        return sink.string
+    }
+
+    @Test func http10WithoutHostGetsTheRoutedDomainsHost() throws {
+        let out = try forward("GET / HTTP/1.0\r\n\r\n")
+        #expect(out.hasPrefix("GET / HTTP/1.1\r\nHost: a.example\r\n"))
+        #expect(requestHead(out) != nil, "the upstream head parses as HTTP/1.1")
+    }
+
+    @Test func absoluteFormOptionsWithoutPathIsAsterisk() throws {
+        #expect(try forward("OPTIONS http://a HTTP/1.1\r\nHost: a\r\n\r\n").hasPrefix("OPTIONS * HTTP/1.1\r\n"))
+        #expect(try forward("GET http://a HTTP/1.1\r\nHost: a\r\n\r\n").hasPrefix("GET / HTTP/1.1\r\n"))
+    }
+
+    @Test(arguments: ["\"", "<", ">", "\\", "^", "`", "{", "|", "}"])
+    func nonURICharactersInTheTargetAreRefused(_ c: String) {
+        #expect(requestStatus("GET /a\(c)b HTTP/1.1\r\nHost: a\r\n\r\n") == 400)
+    }
+
+    @Test func responseCodingsOtherThanChunkedAreRefused() {
+        #expect(responseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n") == nil)
+        #expect(responseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n") == nil)
+        #expect(responseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?.framing == .chunked)
+    }
+}

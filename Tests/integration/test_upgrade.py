@@ -4,7 +4,7 @@ any other answer keeps HTTP framing and the backend connection is not reused."""
 import base64
 import hashlib
 import os
-import threading
+import ssl
 
 from harness import GatehouseCase, HTTPClient, random_bytes, tls_connect
 
@@ -64,13 +64,27 @@ class UpgradeTests(GatehouseCase):
             self.assertEqual(rest, b"")
             s.sendall(b"hello")
             self.assertEqual(recv_exactly(s, 5), b"hello")
-            # 4 MiB each way at once: backpressure in both directions.
+            # 4 MiB through the echo with up to 1 MiB in flight: backpressure in
+            # both directions. One thread: an SSL object must not be read and
+            # written from two threads at once.
             blob = random_bytes(4 * 1024 * 1024, seed=7)
-            sender = threading.Thread(target=s.sendall, args=(blob,))
-            sender.start()
-            got = recv_exactly(s, len(blob))
-            sender.join(20)
-            self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(blob).hexdigest())
+            sent, got = 0, bytearray()
+            while len(got) < len(blob):
+                if sent < len(blob) and sent - len(got) < 1024 * 1024:
+                    s.sendall(blob[sent:sent + 65536])
+                    sent = min(len(blob), sent + 65536)
+                    s.settimeout(0.001)
+                else:
+                    s.settimeout(20)
+                try:
+                    chunk = s.recv(262144)
+                except (TimeoutError, ssl.SSLWantReadError):
+                    continue
+                if not chunk:
+                    raise ConnectionError("closed after %d of %d bytes" % (len(got), len(blob)))
+                got += chunk
+            s.settimeout(20)
+            self.assertEqual(hashlib.sha256(bytes(got)).hexdigest(), hashlib.sha256(blob).hexdigest())
 
     def test_backend_closing_the_tunnel_closes_the_client(self):
         with tls_connect(self.port, "a.test") as s:
