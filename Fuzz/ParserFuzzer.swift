@@ -236,7 +236,8 @@ func checkForwarded(_ all: UnsafeRawBufferPointer, _ head: RequestHead, _ c: Con
         check(h2.headLength == u.count, "forwarded head length \(h2.headLength) != \(u.count): \(ctx())")
         check(same(slice(u, h2.method), slice(all, head.method)) && h2.methodKind == head.methodKind,
               "forwarded method differs: \(ctx())")
-        let path = head.path.isEmpty ? staticBytes("/") : slice(all, head.path)
+        // RFC 9112 §3.2.4: an absolute-form OPTIONS without a path is sent as "*".
+        let path = head.path.isEmpty ? (head.methodKind == .options ? staticBytes("*") : staticBytes("/")) : slice(all, head.path)
         check(same(slice(u, h2.target), path) && same(slice(u, h2.path), path), "forwarded target differs: \(ctx())")
         check(h2.version == .http11, "forwarded version: \(ctx())")
         check(h2.framing == head.framing, "forwarded framing \(h2.framing) != \(head.framing): \(ctx())")
