@@ -63,7 +63,12 @@ enum TLSCallbacks {
             for i in 0 ..< 16 { name[i] = key.name[i] }
         } else {
             switch keys.decryptionKey(named: UnsafeRawBufferPointer(start: name, count: 16)) {
-            case .current(let k): key = k
+            case .current(let k):
+                key = k
+                // TLS 1.3: OpenSSL sends NewSessionTicket after a resumption only
+                // when asked to renew; without it every other handshake is full
+                // (a client's next connection has no fresh ticket).
+                if SSL_version(ssl) == gh_tls1_3_version() { result = 2 }
             case .old(let k): key = k; result = 2
             case .unknown: return 0
             }
