@@ -115,22 +115,18 @@ enum AccessLogLine {
     /// Inside "…": bytes outside printable ASCII, `"` and `\` become \xHH (as nginx does).
     static func quoted<S: ByteSink>(_ bytes: [UInt8], dash: Bool = false, into sink: inout S) {
         if bytes.isEmpty && dash { sink.write("-"); return }
-        for b in bytes {
-            if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
-                sink.write(byte: b)
-            } else {
-                sink.write("\\x")
-                sink.write(byte: hexDigits[Int(b >> 4)])
-                sink.write(byte: hexDigits[Int(b & 0xf)])
-            }
-        }
+        escaped(bytes, lowest: 0x20, into: &sink)
     }
 
     /// Unquoted key=value fields: no spaces either, "-" when empty.
     static func token<S: ByteSink>(_ bytes: [UInt8], into sink: inout S) {
         if bytes.isEmpty { sink.write("-"); return }
+        escaped(bytes, lowest: 0x21, into: &sink)
+    }
+
+    private static func escaped<S: ByteSink>(_ bytes: [UInt8], lowest: UInt8, into sink: inout S) {
         for b in bytes {
-            if b > 0x20 && b < 0x7f && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
+            if b >= lowest && b < 0x7f && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
                 sink.write(byte: b)
             } else {
                 sink.write("\\x")
