@@ -59,6 +59,10 @@ public final class Server {
                                           runtime: runtime)
         }
         // Bound: now stop being root, before any thread or request exists.
+        // As nginx does, keys are read while still root (up to the cache
+        // size), so root-only key files work; later loads (reload, cache
+        // misses) run as `user` and need read access.
+        if geteuid() == 0, snapshot.privileges.user != nil { runtime.tls.store.preload() }
         try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile)
         installSignals()
         for w in workers { w.start() }

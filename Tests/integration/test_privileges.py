@@ -24,17 +24,17 @@ class PrivilegeTests(unittest.TestCase):
     def make_env(self, **top):
         env = Env()
         self.addCleanup(env.close)
-        # Certificates are read when first needed (and on reload), by the user
-        # Gatehouse runs as: give nobody a readable copy, as an operator gives
-        # the gatehouse user read access to /etc/letsencrypt.
+        # Started as root, Gatehouse reads the keys before it becomes nobody
+        # (as nginx does): a root-only key works. The directory is opened up
+        # only for the sample app and later reads of public files.
         os.chmod(env.dir, 0o755)
         cert, key = env.ca.leaf("a.test")
         copies = []
-        for src in (cert, key):
+        for src, mode in ((cert, 0o644), (key, 0o600)):
             dst = os.path.join(env.dir, os.path.basename(src))
             with open(src, "rb") as f, open(dst, "wb") as g:
                 g.write(f.read())
-            os.chmod(dst, 0o644)
+            os.chmod(dst, mode)   # the key stays root-only: read before the drop
             copies.append(dst)
         env.domain("a.toml", ["a.test"], env.backend("A"), cert=copies[0], key=copies[1])
         port = env.listener("https")
