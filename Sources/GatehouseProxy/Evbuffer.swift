@@ -28,10 +28,21 @@ enum Evbuffer {
         return UnsafeRawBufferPointer(start: p, count: n)
     }
 
+    /// Small pieces are copied into the tail of `dst`: a small body then
+    /// shares the response head's chain, and bufferevent_openssl sends the two
+    /// as one TLS record and one write(2) instead of two.
+    static let copyBelow = 4096
+
     /// Moves up to `count` bytes between buffers (chains are moved, not copied, where possible).
     @inline(__always)
     static func move(from src: OpaquePointer, to dst: OpaquePointer, count: Int) -> Int {
-        Int(evbuffer_remove_buffer(src, dst, count))
+        let n = min(count, evbuffer_get_length(src))
+        if n > 0, n < copyBelow, let bytes = evbuffer_pullup(src, n) {
+            guard evbuffer_add(dst, bytes, n) == 0 else { return -1 }
+            evbuffer_drain(src, n)
+            return n
+        }
+        return Int(evbuffer_remove_buffer(src, dst, count))
     }
 }
 
