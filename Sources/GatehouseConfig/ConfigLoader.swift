@@ -105,7 +105,7 @@ public enum ConfigLoader {
         // Domain files: every one is checked even after failures.
         var domains: [DomainConfig] = []
         var owners: [String: String] = [:]
-        var stamps: [FileStamp] = []
+        var stamps: [FileStamp?] = []
         let errorsBeforeDomains = diag.errors.count
         if domainsDirUsable {
             switch FileSystem.listFiles(domainsDirectory, suffix: ".toml") {
@@ -116,14 +116,14 @@ public enum ConfigLoader {
                 if let previous {
                     unchanged.reserveCapacity(previous.domains.count)
                     for (i, d) in previous.domains.enumerated() where i < previous.domainStamps.count {
-                        unchanged[d.file] = (previous.domainStamps[i], i)
+                        if let stamp = previous.domainStamps[i] { unchanged[d.file] = (stamp, i) }
                     }
                 }
                 for name in files {
                     let file = FileSystem.join(domainsDirectory, name)
                     // No stamp (the file vanished): parsing reports why.
-                    let stamp = FileSystem.stamp(file) ?? FileStamp(device: 0, inode: 0, size: -1, seconds: 0, nanoseconds: 0)
-                    if let old = unchanged[file], old.stamp == stamp, stamp.size >= 0, let p = previous,
+                    let stamp = FileStamp(path: file)
+                    if let old = unchanged[file], old.stamp == stamp, let p = previous,
                        let domain = reuse(p.domains[old.index], id: domains.count, owners: &owners, &diag) {
                         domains.append(domain)
                         stamps.append(stamp)

@@ -24,7 +24,8 @@ public struct ConfigSnapshot: Sendable {
     public let names: NameIndex
     /// `domainStamps[i]`: `domains[i].file` as it was read, so a reload can
     /// reuse what did not change instead of parsing it again.
-    var domainStamps: [FileStamp] = []
+    /// nil: the file could not be stat()ed, so it is parsed again next time.
+    var domainStamps: [FileStamp?] = []
 
     public init(
         mainFile: String,

@@ -22,15 +22,6 @@ enum FileSystem {
         }
     }
 
-    /// Identity and version of a file: a reload reuses a domain file whose
-    /// stamp is unchanged.
-    static func stamp(_ path: String) -> FileStamp? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return FileStamp(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-                         seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int64(st.st_mtim.tv_nsec))
-    }
-
     static func readFile(_ path: String) -> Result<[UInt8], Message> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(Message("cannot open: \(errorText())")) }
@@ -119,10 +110,23 @@ enum FileSystem {
     }
 }
 
-struct FileStamp: Equatable, Sendable {
+/// Identity and version of a file (device, inode, size, mtime): a reload
+/// reuses a domain file, or a loaded certificate, whose stamp is unchanged.
+public struct FileStamp: Equatable, Sendable {
     var device: UInt64
     var inode: UInt64
     var size: Int64
     var seconds: Int64
     var nanoseconds: Int64
+
+    /// nil when the file cannot be stat()ed.
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        seconds = Int64(st.st_mtim.tv_sec)
+        nanoseconds = Int64(st.st_mtim.tv_nsec)
+    }
 }

@@ -179,22 +179,13 @@ public final class CredentialStore: Sendable {
     }
 }
 
-/// Size, mtime and inode of every file of a domain's certificate pairs, taken
-/// when the configuration is read: enough to see that certbot replaced them.
+/// The stamps of every file of a domain's certificate pairs, taken when they
+/// are loaded: enough to see that certbot replaced them.
 struct FileSignature: Equatable, Sendable {
-    private var parts: [Int] = []
+    private let stamps: [FileStamp?]
 
     init(_ pairs: [CertificatePair]) {
-        for pair in pairs {
-            for path in [pair.certificate, pair.key] {
-                var st = stat()
-                if stat(path, &st) == 0 {
-                    parts += [Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec), Int(st.st_ino)]
-                } else {
-                    parts += [-1, -1, -1, -1]
-                }
-            }
-        }
+        stamps = pairs.flatMap { [FileStamp(path: $0.certificate), FileStamp(path: $0.key)] }
     }
 }
 

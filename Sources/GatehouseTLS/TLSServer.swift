@@ -174,7 +174,7 @@ public enum CredentialSet {
         credentials.reserveCapacity(snapshot.domains.count)
         for domain in snapshot.domains {
             do {
-                credentials.append(try load(domain))
+                credentials.append(try load(pairs: domain.certificates))
             } catch {
                 credentials.append([])
                 failures.append(Failure(domain: domain, error: error))
@@ -199,10 +199,6 @@ public enum CredentialSet {
             let when = expired ? "has expired" : "expires in \(c.secondsUntilExpiry / 86400) days"
             return ExpiryWarning(text: "\(file): certificate: \(when) (\(c.subject))", expired: expired)
         }
-    }
-
-    static func load(_ domain: DomainConfig) throws(CredentialError) -> [Credentials] {
-        try load(pairs: domain.certificates)
     }
 
     static func load(pairs: [CertificatePair]) throws(CredentialError) -> [Credentials] {
