@@ -258,6 +258,15 @@ class SampleApp:
         with open(self.stderr_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def request_log(self):
+        """What this backend received: GET /_requests straight to its port
+        ({"connections": N, "requests": [{conn, req, line, head, complete, ...}]})."""
+        with HTTPClient.plain(self.port, timeout=10) as c:
+            r = c.request("GET", "/_requests", [("Host", "backend-log")])
+        if r.status != 200:
+            raise AssertionError("backend request log unavailable: " + r.summary())
+        return r.json()
+
     def stop(self):
         stop_process(self.proc)
         if self.proc.stdout:

@@ -31,15 +31,6 @@ RSS_BUDGET = 20 * MiB
 BIG = 50 * MiB
 
 
-def backend_log(app):
-    """The sample app's request log (GET /_requests straight to its port)."""
-    with HTTPClient.plain(app.port, timeout=10) as c:
-        r = c.request("GET", "/_requests", [("Host", "backend-log")])
-    if r.status != 200:
-        raise AssertionError("backend request log unavailable: " + r.summary())
-    return r.json()
-
-
 def vm_rss(pid):
     with open("/proc/%d/status" % pid) as f:
         m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
@@ -382,7 +373,7 @@ class AbuseTests(GatehouseCase):
         self.assertTrue(got == b"" or got.startswith(b"HTTP/1.1 408 "), got[:200])
         time.sleep(0.3)
         r = self.assertServes()
-        log = backend_log(self.app)["requests"]
+        log = self.app.request_log()["requests"]
         mine = [e for e in log if marker in e["line"]]
         self.assertEqual(len(mine), 1, mine)
         self.assertFalse(mine[0]["complete"], "backend got a complete request from a stalled upload")
@@ -471,7 +462,7 @@ class AbuseTests(GatehouseCase):
                          "a backend connection from an aborted response was reused")
         self.assertEqual(len(aborted_conns), n, "each mid-response abort should have its own backend connection")
 
-        log = backend_log(self.app)["requests"]
+        log = self.app.request_log()["requests"]
         by_conn = {}
         for e in log:
             by_conn.setdefault(e["conn"], []).append(e)

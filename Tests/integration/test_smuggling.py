@@ -57,15 +57,6 @@ def cl(data):
     return b"Content-Length: %d" % len(data)
 
 
-def backend_log(app):
-    """The backend's request log (GET /_requests straight to the backend's port)."""
-    with HTTPClient.plain(app.port, timeout=10) as c:
-        r = c.request("GET", "/_requests", [("Host", "backend-log")])
-    if r.status != 200:
-        raise AssertionError("backend request log unavailable: " + r.summary())
-    return r.json()
-
-
 def entry_text(e):
     return e["head"] + e["body_prefix"]
 
@@ -186,7 +177,7 @@ class SmugglingTests(GatehouseCase):
             with self.subTest(case=case.name, where="client"):
                 self.send_case(case, **send)
         time.sleep(SETTLE)
-        log = backend_log(self.app)["requests"]
+        log = self.app.request_log()["requests"]
         for case in cases:
             with self.subTest(case=case.name, where="backend"):
                 mine = [e for e in log if case.marker.decode() in entry_text(e)]
@@ -577,7 +568,7 @@ class SmugglingTests(GatehouseCase):
                 r = self.send_case(case, port=self.http_port, plain=True)
                 self.assertNoHSTS(r)
         time.sleep(SETTLE)
-        log = backend_log(self.app)["requests"]
+        log = self.app.request_log()["requests"]
         for case in cases:
             with self.subTest(case=case.name, where="backend"):
                 mine = [e for e in log if case.marker.decode() in entry_text(e)]
@@ -603,7 +594,7 @@ class SmugglingTests(GatehouseCase):
                     self.assertTrue(closed)
                     self.assertEqual(extra, b"")
                 time.sleep(SETTLE)
-                log = backend_log(self.app)["requests"]
+                log = self.app.request_log()["requests"]
                 mine = [e for e in log if marker.decode() in entry_text(e)]
                 self.assertEqual(len(mine), 1, "the head should have been forwarded before the error: %r" % mine)
                 self.assertFalse(mine[0]["complete"], mine)
@@ -636,7 +627,7 @@ class SmugglingTests(GatehouseCase):
             self.assertTrue(closed)
             self.assertEqual(extra, b"")
         time.sleep(SETTLE)
-        log = backend_log(self.app)["requests"]
+        log = self.app.request_log()["requests"]
         seen = {m: [e for e in log if m in e["head"]] for m in ("p0001", "p0002", "p0003", "p0004")}
         self.assertEqual(seen["p0001"], [])
         self.assertEqual(seen["p0002"], [], "request pipelined behind a refused one was forwarded")
