@@ -231,8 +231,7 @@ final class ClientConnection {
                 worker.stats.countResponse(status: 301)
                 let before = output.evLength
                 writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
-                record?.status = 301
-                record?.bytesOut += UInt64(output.evLength - before)
+                recordHead(status: 301, since: before)
                 finishRecord()
                 evbuffer_drain(input, head.headLength)
                 parser.reset()
@@ -546,11 +545,7 @@ final class ClientConnection {
         }
         let backendSeconds = preciseNow() - backendStarted
         worker.stats.observeBackend(seconds: backendSeconds)
-        if record != nil {
-            record?.status = head.status
-            record?.bytesOut += UInt64(output.evLength - before)
-            record?.backendSeconds = backendSeconds
-        }
+        recordHead(status: head.status, since: before, backendSeconds: backendSeconds)
         evbuffer_drain(backend.input, head.headLength)
         exchange = ex
         enter(.responding)
@@ -592,11 +587,7 @@ final class ClientConnection {
             writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
         }
         evbuffer_drain(backend.input, head.headLength)
-        if record != nil {
-            record?.status = 101
-            record?.bytesOut += UInt64(output.evLength - before)
-            record?.backendSeconds = preciseNow() - backendStarted
-        }
+        recordHead(status: 101, since: before, backendSeconds: preciseNow() - backendStarted)
         ex.responseStarted = true
         ex.backendReusable = false
         ex.upstreamHead = []
@@ -672,8 +663,7 @@ final class ClientConnection {
         hstsBytes.withOptionalBytes(enabled: true) { hsts in
             writeErrorResponse(status: status, hsts: hsts, close: close, into: &sink)
         }
-        record?.status = status
-        record?.bytesOut += UInt64(output.evLength - before)
+        recordHead(status: status, since: before)
         finishRecord()
         if close {
             beginClosing()
@@ -766,6 +756,15 @@ final class ClientConnection {
         }
         record = r
         recordStarted = preciseNow()
+    }
+
+    /// A response head (or whole local response) was just written to the
+    /// client; `before` is the output length before it.
+    private func recordHead(status: Int, since before: Int, backendSeconds: Double? = nil) {
+        guard record != nil else { return }
+        record?.status = status
+        record?.bytesOut += UInt64(output.evLength - before)
+        if let backendSeconds { record?.backendSeconds = backendSeconds }
     }
 
     private func finishRecord() {
