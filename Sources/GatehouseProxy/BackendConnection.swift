@@ -6,9 +6,17 @@ import GatehouseLog
 
 /// One plaintext connection to a backend. While serving a request it belongs
 /// to a client connection; between requests it waits in the worker's pool.
+///
+/// A socket, two evbuffers and two events rather than a bufferevent: libevent
+/// 2.1's `evbuffer_read` reads at most 4 KiB per call (after a FIONREAD
+/// ioctl), one call per wake-up, and a socket bufferevent writes only in the
+/// loop iteration after data was queued (arming and disarming EV_WRITE, two
+/// epoll_ctl per request). Here a wake-up reads up to `ProxyBuffers.singleTransfer`,
+/// `send()` writes at once, and EV_WRITE is armed only while the socket is full.
 final class BackendConnection {
-    let bev: OpaquePointer
     let poolKey: String
+    let input: OpaquePointer
+    let output: OpaquePointer
     /// The client being served; nil while idle in the pool.
     var client: ClientConnection?
     private(set) var connected = false
@@ -18,52 +26,172 @@ final class BackendConnection {
     private weak var pool: BackendPool?
     private(set) var closed = false
 
-    var input: OpaquePointer { bufferevent_get_input(bev) }
-    var output: OpaquePointer { bufferevent_get_output(bev) }
+    private let fd: Int32
+    private var readEvent: OpaquePointer?
+    private var writeEvent: OpaquePointer?
+    private var readPaused = false
+    private var writeArmed = false
+    /// A write failed inside `send()`; reported from the event loop, never
+    /// from inside the caller.
+    private var pendingError = false
 
-    private init(bev: OpaquePointer, poolKey: String) {
-        self.bev = bev
+    private init(fd: Int32, poolKey: String) {
+        self.fd = fd
         self.poolKey = poolKey
+        input = evbuffer_new()
+        output = evbuffer_new()
+    }
+
+    deinit {
+        close()
+        evbuffer_free(input)
+        evbuffer_free(output)
     }
 
     /// Starts a non-blocking connect; nil if it failed at once.
     static func connect(base: OpaquePointer, to address: SocketAddress, poolKey: String) -> BackendConnection? {
-        guard let bev = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)) else {
-            return nil
-        }
-        let started = address.withSockaddr { bufferevent_socket_connect(bev, $0, Int32($1)) }
-        guard started == 0 else {
-            bufferevent_free(bev)
-            return nil
-        }
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
         if address.family != AF_UNIX {
             var one: Int32 = 1
-            _ = setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
-        let b = BackendConnection(bev: bev, poolKey: poolKey)
-        Callbacks.install(backend: b, bev: bev)
-        bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
-        bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
-        ProxyBuffers.widen(bev)
-        _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        let started = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+        guard started == 0 || errno == EINPROGRESS || errno == EAGAIN else {
+            Glibc.close(fd)
+            return nil
+        }
+        let b = BackendConnection(fd: fd, poolKey: poolKey)
+        let context = Unmanaged.passUnretained(b).toOpaque()
+        b.readEvent = event_new(base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.backendIO, context)
+        b.writeEvent = event_new(base, fd, Int16(EV_WRITE | EV_PERSIST), Callbacks.backendIO, context)
+        guard b.readEvent != nil, b.writeEvent != nil else {
+            b.close()
+            return nil
+        }
+        // Connect completion (or failure) shows as writability; reported from
+        // the loop even when a unix socket connected at once.
+        b.armWrite()
         return b
     }
 
-    func readable() {
-        if let client { client.backendReadable(self) } else { idleActivity() }
+    /// Writes what the caller queued in `output`, as far as the socket takes it.
+    func send() {
+        guard connected, !closed, !pendingError else { return }
+        flush()
     }
 
-    func writable() {
-        client?.backendWritable(self)
+    func pauseRead() {
+        guard !readPaused else { return }
+        readPaused = true
+        if connected, let readEvent { event_del(readEvent) }
     }
 
-    func event(_ what: Int16) {
-        if what & Int16(BEV_EVENT_CONNECTED) != 0 {
-            connected = true
-            client?.backendConnected(self)
-            return
+    func resumeRead() {
+        guard readPaused else { return }
+        readPaused = false
+        if connected, !closed, let readEvent { event_add(readEvent, nil) }
+    }
+
+    /// EV_READ and/or EV_WRITE fired.
+    func ready(_ what: Int16) {
+        if what & Int16(EV_WRITE) != 0 {
+            if pendingError { return fail(eof: false) }
+            if !connected {
+                var error: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+                if error == EINPROGRESS { return }
+                guard error == 0 else { return fail(eof: false) }
+                connected = true
+                if !readPaused, let readEvent { event_add(readEvent, nil) }
+                flush()
+                if closed || pendingError { return }
+                client?.backendConnected(self)
+                return
+            }
+            flush()
+            if closed { return }
+            if pendingError { return fail(eof: false) }
+            // Like a bufferevent's write callback: room again below the low watermark.
+            if output.evLength <= ProxyBuffers.writeLowWater { client?.backendWritable(self) }
+            if closed { return }
         }
-        if let client { client.backendFailed(self, eof: what & Int16(BEV_EVENT_EOF) != 0) } else { idleActivity() }
+        if what & Int16(EV_READ) != 0, connected, !readPaused {
+            readAvailable()
+        }
+    }
+
+    /// Reads until the socket is drained, `singleTransfer` bytes were read or
+    /// `readHighWater` bytes wait unconsumed; then tells the owner.
+    private func readAvailable() {
+        var total = 0
+        var end: (eof: Bool, error: Bool) = (false, false)
+        while total < ProxyBuffers.singleTransfer, input.evLength < ProxyBuffers.readHighWater {
+            var vec = iovec()
+            guard evbuffer_reserve_space(input, ProxyBuffers.readChunk, &vec, 1) == 1 else {
+                end.error = true
+                break
+            }
+            let want = min(vec.iov_len, ProxyBuffers.readChunk)
+            let n = Glibc.read(fd, vec.iov_base, want)
+            if n > 0 {
+                vec.iov_len = n
+                evbuffer_commit_space(input, &vec, 1)
+                total += n
+                // A short read emptied the socket: skip the read that would say EAGAIN.
+                if n < want { break }
+                continue
+            }
+            if n == 0 { end.eof = true } else if errno == EINTR { continue } else if errno != EAGAIN { end.error = true }
+            break
+        }
+        if total > 0 {
+            if let client { client.backendReadable(self) } else { return idleActivity() }
+            if closed { return }
+        }
+        if end.eof || end.error {
+            fail(eof: end.eof)
+        } else if input.evLength >= ProxyBuffers.readHighWater, let readEvent {
+            // Nobody consumed a full buffer: stop reading until someone resumes
+            // (level-triggered epoll would otherwise wake us for nothing).
+            readPaused = true
+            event_del(readEvent)
+        }
+    }
+
+    private func flush() {
+        while output.evLength > 0 {
+            let n = evbuffer_write_atmost(output, fd, ProxyBuffers.singleTransfer)
+            if n > 0 { continue }
+            if n < 0, errno == EINTR { continue }
+            if n < 0, errno != EAGAIN {
+                pendingError = true
+                armWrite()
+                // The loop reports it (see `pendingError`); it needs a wake-up
+                // even if the socket never becomes writable again.
+                if let writeEvent { event_active(writeEvent, Int32(EV_WRITE), 1) }
+                return
+            }
+            break
+        }
+        if output.evLength > 0 { armWrite() } else { disarmWrite() }
+    }
+
+    private func armWrite() {
+        guard !writeArmed, let writeEvent else { return }
+        writeArmed = true
+        event_add(writeEvent, nil)
+    }
+
+    private func disarmWrite() {
+        guard writeArmed, let writeEvent else { return }
+        writeArmed = false
+        event_del(writeEvent)
+    }
+
+    private func fail(eof: Bool) {
+        if let client { client.backendFailed(self, eof: eof) } else { idleActivity() }
     }
 
     /// An idle pooled connection must stay silent: data or EOF means the
@@ -83,7 +211,11 @@ final class BackendConnection {
         guard !closed else { return }
         closed = true
         client = nil
-        bufferevent_free(bev)
+        if let readEvent { event_free(readEvent) }
+        if let writeEvent { event_free(writeEvent) }
+        readEvent = nil
+        writeEvent = nil
+        Glibc.close(fd)
     }
 }
 
@@ -160,6 +292,9 @@ enum ProxyBuffers {
     /// for bulk bodies that is one epoll round trip (and, on the TLS side, one
     /// 4-16 KiB record per chain element) per 16 KiB.
     static let singleTransfer = 256 * 1024
+    /// One backend read: 32 KiB chains (with libevent's chain header, one
+    /// 32 KiB allocation each) become two full TLS records when forwarded.
+    static let readChunk = 32 * 1024 - 128
 
     static func widen(_ bev: OpaquePointer) {
         _ = bufferevent_set_max_single_read(bev, singleTransfer)

@@ -25,17 +25,9 @@ enum Callbacks {
 
     // MARK: backend connections (context: the BackendConnection, owned by its client or the pool)
 
-    static let backendRead: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, ctx in
+    static let backendIO: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
         let b = Unmanaged<BackendConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(b) { b.readable() }
-    }
-    static let backendWrite: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, ctx in
-        let b = Unmanaged<BackendConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(b) { b.writable() }
-    }
-    static let backendEvent: @convention(c) (OpaquePointer?, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
-        let b = Unmanaged<BackendConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(b) { b.event(what) }
+        withExtendedLifetime(b) { b.ready(what) }
     }
 
     // MARK: listeners (context: the Listener, owned by its worker)
@@ -64,7 +56,4 @@ enum Callbacks {
         bufferevent_setcb(bev, clientRead, clientWrite, clientEvent, context)
     }
 
-    static func install(backend b: BackendConnection, bev: OpaquePointer) {
-        bufferevent_setcb(bev, backendRead, backendWrite, backendEvent, Unmanaged.passUnretained(b).toOpaque())
-    }
 }

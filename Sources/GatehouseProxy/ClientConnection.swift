@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLibevent
 import COpenSSL
+import CShims
 import GatehouseConfig
 import GatehouseHTTP
 import GatehouseLog
@@ -115,6 +116,7 @@ final class ClientConnection {
         self.retained = retained
         event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
         Callbacks.install(client: self, bev: bev, context: retained.toOpaque())
+        _ = gh_bufferevent_write_promptly(bev)
         bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
         bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
         ProxyBuffers.widen(bev)
@@ -321,6 +323,7 @@ final class ClientConnection {
         ex.upstreamHead.withUnsafeBytes { raw in
             _ = evbuffer_add(backend.output, raw.baseAddress, raw.count)
         }
+        backend.send()
     }
 
     // MARK: - Lifecycle: request body
@@ -329,6 +332,7 @@ final class ClientConnection {
         guard var ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
         let before = input.evLength
         let result = ex.requestBody.pump(from: input, to: backend.output, reframe: true)
+        backend.send()
         record?.bytesIn += UInt64(before - input.evLength)
         exchange = ex
         switch result {
@@ -603,6 +607,7 @@ final class ClientConnection {
         let fromClient = input.evLength
         if fromClient > 0 {
             _ = Evbuffer.move(from: input, to: backend.output, count: fromClient)
+            backend.send()
             record?.bytesIn += UInt64(fromClient)
             moved = true
         }
@@ -621,13 +626,13 @@ final class ClientConnection {
     private func pauseBackendRead(_ backend: BackendConnection) {
         guard !backendReadPaused else { return }
         backendReadPaused = true
-        _ = bufferevent_disable(backend.bev, Int16(EV_READ))
+        backend.pauseRead()
     }
 
     private func resumeBackendRead(_ backend: BackendConnection) {
         guard backendReadPaused else { return }
         backendReadPaused = false
-        _ = bufferevent_enable(backend.bev, Int16(EV_READ))
+        backend.resumeRead()
     }
 
     func clientWritable() {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLibevent
 
 /// A resolved socket address (IPv4, IPv6 or unix), stored by value.
 public struct SocketAddress: Sendable, CustomStringConvertible {
