@@ -91,3 +91,7 @@ int gh_ssl_r_wrong_version_number(void) { return SSL_R_WRONG_VERSION_NUMBER; }
 int gh_ssl_r_http_request(void) { return SSL_R_HTTP_REQUEST; }
 
 int gh_malloc_trim(void) { return malloc_trim(0); }
+
+int gh_malloc_keep_freed(size_t trim_threshold, size_t mmap_threshold) {
+    return mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) == 1 && mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) == 1;
+}

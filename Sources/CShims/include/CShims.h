@@ -68,6 +68,11 @@ int gh_ssl_r_http_request(void);
 // glibc's malloc_trim(0): returns freed heap to the system after a big load.
 int gh_malloc_trim(void);
 
+// mallopt(M_TRIM_THRESHOLD) and mallopt(M_MMAP_THRESHOLD): how much freed heap
+// glibc keeps instead of returning it (and faulting it back in on the next
+// allocation). Returns 1 on success.
+int gh_malloc_keep_freed(size_t trim_threshold, size_t mmap_threshold);
+
 // libevent's EVUTIL_SOCKET_ERROR().
 int gh_socket_error(void);
 
