@@ -165,6 +165,9 @@ struct FieldSection: Sendable {
     /// then it is normally gone, so clearing reuses the buffer instead of
     /// allocating a new one per request.
     var headers: [HeaderField] = []
+    /// Reserved at the first field, not at init: a parser of an idle
+    /// keep-alive or not-yet-used connection then holds no field storage.
+    var initialCapacity = 0
     private var stale = false
     var current: [HeaderField] { stale ? [] : headers }
     var contentLength: UInt64?
@@ -206,6 +209,7 @@ struct FieldSection: Sendable {
             headers.removeAll(keepingCapacity: true)
             stale = false
         }
+        if headers.capacity == 0 { headers.reserveCapacity(initialCapacity) }
         guard headers.count < maxCount else { return .headerFieldsTooLarge }
         var name = ByteSpan(start: 0, end: 0), value = name
         if let error = parseFieldLine(p, line, &name, &value) { return error }

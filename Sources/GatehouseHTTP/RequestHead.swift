@@ -61,7 +61,7 @@ public struct RequestHeadParser: Sendable {
 
     public init(limits: HTTPLimits = HTTPLimits()) {
         self.limits = limits
-        fields.headers.reserveCapacity(min(limits.maxHeaderCount, 32))
+        fields.initialCapacity = min(limits.maxHeaderCount, 32)
     }
 
     /// Before the next message. Keeps the header array's capacity.

@@ -36,7 +36,7 @@ public struct ResponseHeadParser: Sendable {
 
     public init(limits: HTTPLimits = HTTPLimits()) {
         self.limits = limits
-        fields.headers.reserveCapacity(min(limits.maxHeaderCount, 32))
+        fields.initialCapacity = min(limits.maxHeaderCount, 32)
     }
 
     public mutating func reset() {

@@ -3,12 +3,15 @@
  * connection (the harness's idle_conns scenario; see README, Performance).
  *
  *   cc -O2 -o tls-memory scripts/tools/tls-memory.c -lssl -lcrypto
- *   ./tls-memory CERT KEY [N]
+ *   ./tls-memory CERT KEY [N] [per-connection]
  *
  * Makes N (default 2000) server SSL objects configured like Gatehouse's
  * (TLS 1.2-1.3, SSL_MODE_RELEASE_BUFFERS, session tickets on), completes a
  * TLS 1.3 handshake with an in-memory client for each, frees the clients and
  * reports the growth of glibc's heap (mallinfo2) per server connection.
+ * With "per-connection", the certificate and key are put on each SSL with
+ * SSL_use_cert_and_key, as Gatehouse's SNI callback does, instead of on the
+ * SSL_CTX once.
  */
 #include <malloc.h>
 #include <openssl/err.h>
@@ -31,6 +34,7 @@ static void pump(BIO *from, BIO *to) {
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: tls-memory CERT KEY [N]\n"); return 2; }
     int n = argc > 3 ? atoi(argv[3]) : 2000;
+    int per_connection = argc > 4;
     SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(sctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(sctx, SSL_MODE_RELEASE_BUFFERS);
@@ -39,6 +43,10 @@ int main(int argc, char **argv) {
         ERR_print_errors_fp(stderr);
         return 1;
     }
+    X509 *leaf = SSL_CTX_get0_certificate(sctx);
+    EVP_PKEY *pkey = SSL_CTX_get0_privatekey(sctx);
+    STACK_OF(X509) *chain = NULL;
+    SSL_CTX_get0_chain_certs(sctx, &chain);
     SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
     SSL **servers = calloc(n, sizeof *servers);
 
@@ -48,6 +56,10 @@ int main(int argc, char **argv) {
         int count = round == 0 ? 1 : n;
         for (int i = 0; i < count; i++) {
             SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+            if (per_connection && SSL_use_cert_and_key(s, leaf, pkey, chain, 1) != 1) {
+                ERR_print_errors_fp(stderr);
+                return 1;
+            }
             BIO *s_in = BIO_new(BIO_s_mem()), *s_out = BIO_new(BIO_s_mem());
             BIO *c_in = BIO_new(BIO_s_mem()), *c_out = BIO_new(BIO_s_mem());
             SSL_set_bio(s, s_in, s_out);
@@ -75,8 +87,8 @@ int main(int argc, char **argv) {
         }
         if (round == 1) {
             size_t grown = heap() - before;
-            printf("{\"connections\":%d,\"heap_bytes_per_connection\":%zu,\"tls\":\"%s\"}\n",
-                   n, grown / n, SSL_get_version(servers[0]));
+            printf("{\"connections\":%d,\"heap_bytes_per_connection\":%zu,\"tls\":\"%s\",\"certificate_on\":\"%s\"}\n",
+                   n, grown / n, SSL_get_version(servers[0]), per_connection ? "SSL" : "SSL_CTX");
         }
     }
     return 0;
