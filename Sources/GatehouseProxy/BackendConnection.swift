@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import CLibevent
-import GatehouseLog
 
 /// One plaintext connection to a backend. While serving a request it belongs
 /// to a client connection; between requests it waits in the worker's pool.
@@ -56,8 +55,9 @@ final class BackendConnection {
             var one: Int32 = 1
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        // A unix socket says EAGAIN when the backend's backlog is full: a failure.
         let started = address.withSockaddr { Glibc.connect(fd, $0, $1) }
-        guard started == 0 || errno == EINPROGRESS || errno == EAGAIN else {
+        guard started == 0 || errno == EINPROGRESS else {
             Glibc.close(fd)
             return nil
         }
@@ -101,7 +101,6 @@ final class BackendConnection {
                 var error: Int32 = 0
                 var length = socklen_t(MemoryLayout<Int32>.size)
                 _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-                if error == EINPROGRESS { return }
                 guard error == 0 else { return fail(eof: false) }
                 connected = true
                 if !readPaused, let readEvent { event_add(readEvent, nil) }
