@@ -229,13 +229,19 @@ import Testing
 }
 
 @Suite struct ReloadReuseTests {
-    @Test func unchangedDomainFilesAreReusedChangedOnesParsed() throws {
+    /// A main file and domains a.example and b.example.
+    static func twoDomains() -> TempDir {
         let tmp = TempDir()
-        defer { tmp.remove() }
         tmp.write("gatehouse.toml", Fixtures.main)
         tmp.mkdirs("domains.d")
         tmp.write("domains.d/a.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
         tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "b.example"))
+        return tmp
+    }
+
+    @Test func unchangedDomainFilesAreReusedChangedOnesParsed() throws {
+        let tmp = Self.twoDomains()
+        defer { tmp.remove() }
         let first = try ConfigLoader.load(path: tmp.path + "/gatehouse.toml")
         #expect(first.domainStamps.count == 2)
 
@@ -250,12 +256,8 @@ import Testing
     }
 
     @Test func aReusedDomainStillClashesWithAChangedOne() throws {
-        let tmp = TempDir()
+        let tmp = Self.twoDomains()
         defer { tmp.remove() }
-        tmp.write("gatehouse.toml", Fixtures.main)
-        tmp.mkdirs("domains.d")
-        tmp.write("domains.d/a.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
-        tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "b.example"))
         let first = try ConfigLoader.load(path: tmp.path + "/gatehouse.toml")
         tmp.write("domains.d/b.toml", Fixtures.domain.replacingFirst("example.com", "a.example"))
         #expect(throws: ConfigErrors.self) {
