@@ -168,6 +168,20 @@ func droppedUpstream(_ k: HeaderKind, upgrade: Bool) -> Bool {
 /// As ClientConnection: only a bodiless upgrade request is passed on.
 func passesUpgrade(_ head: RequestHead) -> Bool { head.wantsUpgrade && head.framing == .none }
 
+/// Parses ever longer prefixes of `all` (cut by the control byte's splitter)
+/// while the parser answers `incomplete`, as bytes arriving from a socket
+/// would; the last answer, or the one for all of `all`.
+func feedGrowing<R: Equatable>(_ all: UnsafeRawBufferPointer, _ c: Control, until incomplete: R,
+                               _ parse: (UnsafeRawBufferPointer) -> R) -> R {
+    var rng = c.splitter()
+    var n = 0
+    while true {
+        let fed = parse(UnsafeRawBufferPointer(rebasing: all[0..<n]))
+        if fed != incomplete || n == all.count { return fed }
+        n = min(all.count, n + rng.next())
+    }
+}
+
 func checkRequest(_ all: UnsafeRawBufferPointer, _ c: Control) -> RequestHead? {
     var parser = RequestHeadParser(limits: c.limits)
     let once = parser.parse(all)
@@ -176,14 +190,7 @@ func checkRequest(_ all: UnsafeRawBufferPointer, _ c: Control) -> RequestHead? {
     check(parser.parse(all) == once, "request: parse after reset() differs")
 
     var split = RequestHeadParser(limits: c.limits)
-    var rng = c.splitter()
-    var n = 0
-    var fed = RequestHeadResult.incomplete
-    while true {
-        fed = split.parse(UnsafeRawBufferPointer(rebasing: all[0..<n]))
-        if fed != .incomplete || n == all.count { break }
-        n = min(all.count, n + rng.next())
-    }
+    let fed = feedGrowing(all, c, until: .incomplete) { split.parse($0) }
     check(fed == once, "request: split feeding gave \(fed), whole gave \(once)")
 
     guard case .complete(let head) = once else { return nil }
@@ -311,14 +318,7 @@ func checkResponse(_ all: UnsafeRawBufferPointer, method: Method, _ c: Control) 
     check(parser.parse(all, requestMethod: method) == once, "response: parse after reset() differs")
 
     var split = ResponseHeadParser(limits: c.limits)
-    var rng = c.splitter()
-    var n = 0
-    var fed = ResponseHeadResult.incomplete
-    while true {
-        fed = split.parse(UnsafeRawBufferPointer(rebasing: all[0..<n]), requestMethod: method)
-        if fed != .incomplete || n == all.count { break }
-        n = min(all.count, n + rng.next())
-    }
+    let fed = feedGrowing(all, c, until: .incomplete) { split.parse($0, requestMethod: method) }
     check(fed == once, "response (\(method)): split feeding gave \(fed), whole gave \(once)")
 
     guard case .complete(let head) = once else { return nil }
