@@ -25,6 +25,8 @@ Endpoints (HEAD works everywhere and sends no body):
   /status/CODE                answers CODE (204 and 304 without a body)
   /hop                        answers with hop-by-hop and HSTS fields the proxy must
                               strip or replace
+  /early-hints                a 103 Early Hints (Link) first, then 200 "hinted"
+  /csp                        200 with the app's own Content-Security-Policy
   /.well-known/acme-challenge/TOKEN   200 "acme:TOKEN"
   /_requests                  (for tests) JSON {"connections": N accepted so far,
                               "requests": [{conn, req, line, head, complete, body_len,
@@ -408,6 +410,13 @@ class Connection:
                 ("Strict-Transport-Security", "max-age=1"),
             ]
             self.send_response(req, 200, hop, b"hop\n", ka)
+            return 200
+        if path == "/early-hints":
+            self.sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n")
+            self.send_response(req, 200, text, b"hinted\n", ka)
+            return 200
+        if path == "/csp":
+            self.send_response(req, 200, text + [("Content-Security-Policy", "default-src 'self'")], b"csp\n", ka)
             return 200
         if path.startswith("/.well-known/acme-challenge/"):
             token = path[len("/.well-known/acme-challenge/"):]

@@ -185,6 +185,7 @@ public enum ConfigLoader {
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
         "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
+        "accept_any_host", "upgrade_insecure_requests",
     ]
     static let knownProfiles = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
     /// Catches typos like `workers = 40000`; far above any real core count.
@@ -302,11 +303,13 @@ public enum ConfigLoader {
         section.rejectUnknownKeys(allowed: Set(fields.map(\.0)), &diag)
         for (key, field) in fields {
             guard let value = section.int(key, &diag) else { continue }
+            // 0 turns the per-client cap off; every other limit must be positive.
+            let minimum = key == "max_connections_per_client" ? 0 : 1
             // Upper bound keeps size arithmetic in the parser/proxy far from overflow.
-            if value > 0 && value <= Int(Int32.max) {
+            if value >= minimum && value <= Int(Int32.max) {
                 limits[keyPath: field] = value
             } else {
-                diag.add(main.file, section.keyPath(key), "must be between 1 and \(Int32.max), got \(value)")
+                diag.add(main.file, section.keyPath(key), "must be between \(minimum) and \(Int32.max), got \(value)")
             }
         }
         return limits
@@ -423,6 +426,9 @@ public enum ConfigLoader {
             if value > 0 { maxBody = UInt64(value) } else { diag.add(file, "max_body_bytes", "must be > 0, got \(value)") }
         }
 
+        let acceptAnyHost = section.bool("accept_any_host", &diag) ?? false
+        let upgradeInsecure = section.bool("upgrade_insecure_requests", &diag) ?? false
+
         guard diag.errors.count == before, !names.isEmpty, let backend, let pairs else {
             return nil
         }
@@ -430,7 +436,8 @@ public enum ConfigLoader {
             id: id, file: file, names: names, backend: backend,
             certificate: pairs[0].certificate, key: pairs[0].key, moreCertificates: Array(pairs.dropFirst()),
             tlsProfile: profile, redirectHTTP: redirectHTTP, hstsMaxAge: maxAge,
-            hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody)
+            hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody,
+            acceptAnyHost: acceptAnyHost, upgradeInsecureRequests: upgradeInsecure)
     }
 
     // MARK: - Helpers

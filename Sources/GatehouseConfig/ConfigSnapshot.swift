@@ -198,13 +198,15 @@ public struct LimitSettings: Sendable, Equatable {
     public var maxHeaderCount: Int = 100
     /// Accepting pauses while this many client connections are open.
     public var maxConnections: Int = 10000
-    /// Open connections from one client address, counted by each worker;
-    /// more are closed at once.
-    public var maxConnectionsPerClient: Int = 256
+    /// Open connections from one client (an IPv4 address or an IPv6 /64),
+    /// counted by each worker; more are closed at once. 0: no cap (the
+    /// default, as in nginx and HAProxy: a carrier-grade NAT puts thousands of
+    /// visitors behind one address).
+    public var maxConnectionsPerClient: Int = 0
 
     public init(
         maxRequestLineBytes: Int = 8192, maxHeaderBytes: Int = 32768,
-        maxHeaderCount: Int = 100, maxConnections: Int = 10000, maxConnectionsPerClient: Int = 256
+        maxHeaderCount: Int = 100, maxConnections: Int = 10000, maxConnectionsPerClient: Int = 0
     ) {
         self.maxConnectionsPerClient = maxConnectionsPerClient
         self.maxRequestLineBytes = maxRequestLineBytes
@@ -283,6 +285,12 @@ public struct DomainConfig: Sendable, Equatable {
     public let hstsIncludeSubdomains: Bool
     public let hstsPreload: Bool
     public let maxBodyBytes: UInt64?
+    /// `accept_any_host`: forward HTTPS requests whatever their Host names
+    /// (off: a Host that is not one of `names` gets 421).
+    public let acceptAnyHost: Bool
+    /// `upgrade_insecure_requests`: every HTTPS response carries
+    /// `Content-Security-Policy: upgrade-insecure-requests`.
+    public let upgradeInsecureRequests: Bool
     /// Precomputed once so the proxy copies bytes instead of formatting per response.
     public let hstsHeaderValue: String?
 
@@ -304,9 +312,13 @@ public struct DomainConfig: Sendable, Equatable {
         hstsMaxAge: Int = 31_536_000,
         hstsIncludeSubdomains: Bool = false,
         hstsPreload: Bool = false,
-        maxBodyBytes: UInt64? = nil
+        maxBodyBytes: UInt64? = nil,
+        acceptAnyHost: Bool = false,
+        upgradeInsecureRequests: Bool = false
     ) {
         precondition(!names.isEmpty, "a domain needs at least one name")
+        self.acceptAnyHost = acceptAnyHost
+        self.upgradeInsecureRequests = upgradeInsecureRequests
         self.id = id
         self.file = file
         self.names = names

@@ -181,6 +181,8 @@ struct FieldSection: Sendable {
     var keepAliveToken = false
     var listsOtherFields = false
     var expectContinue = false
+    /// An Expect member other than 100-continue (RFC 9110 §10.1.1: 417).
+    var unknownExpectation = false
     var hasUpgrade = false
     /// "upgrade" among the Connection tokens (RFC 9110 §7.8 requires it next to Upgrade).
     var upgradeToken = false
@@ -200,6 +202,7 @@ struct FieldSection: Sendable {
         keepAliveToken = false
         listsOtherFields = false
         expectContinue = false
+        unknownExpectation = false
         hasUpgrade = false
         upgradeToken = false
     }
@@ -260,8 +263,13 @@ struct FieldSection: Sendable {
             }
             guard valid else { return .badRequest("invalid Connection") }
         case .expect where request:
-            // RFC 9110 §10.1.1: the only expectation defined.
-            if p.matchesIgnoringCase(value.start, value.end, "100-continue") { expectContinue = true }
+            // RFC 9110 §10.1.1: 100-continue is the only expectation defined;
+            // a list with anything else (parameters included) cannot be met.
+            _ = forEachListElement(p, value) { s, e in
+                if s == e { return true }
+                if p.matchesIgnoringCase(s, e, "100-continue") { expectContinue = true } else { unknownExpectation = true }
+                return true
+            }
         case .upgrade where request:
             hasUpgrade = true
         default:

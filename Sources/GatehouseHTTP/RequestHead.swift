@@ -206,6 +206,8 @@ public struct RequestHeadParser: Sendable {
                 return .badRequest("absolute-form authority differs from Host")
             }
         }
+        // Checked last: a head that is malformed anyway gets its 400.
+        if fields.unknownExpectation { return .expectationFailed }
         fields.markConnectionListed(p)
         return nil
     }

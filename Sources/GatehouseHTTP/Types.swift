@@ -104,6 +104,8 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     case contentTooLarge
     /// 501: RFC 9112 §6.1, a transfer coding we do not implement (before the final chunked).
     case notImplemented(String)
+    /// 417: RFC 9110 §10.1.1, an Expect member other than 100-continue.
+    case expectationFailed
 
     public var status: Int {
         switch self {
@@ -113,6 +115,7 @@ public enum HTTPParseError: Error, Equatable, Sendable {
         case .versionNotSupported: 505
         case .contentTooLarge: 413
         case .notImplemented: 501
+        case .expectationFailed: 417
         }
     }
 }

@@ -86,6 +86,18 @@ extension ByteSink {
         write("\r\n")
     }
 
+    /// Our HSTS (RFC 6797 §6.1) and, when the domain asks for it, CSP's
+    /// upgrade-insecure-requests as a field of its own: a browser enforces
+    /// every CSP field it gets, so the app's own policy stays intact.
+    @inline(__always) mutating func writeSecurityFields(hsts: UnsafeRawBufferPointer?, upgradeInsecureRequests: Bool) {
+        if let hsts {
+            write("Strict-Transport-Security: ")
+            write(hsts)
+            write("\r\n")
+        }
+        if upgradeInsecureRequests { write("Content-Security-Policy: upgrade-insecure-requests\r\n") }
+    }
+
     @inline(__always) mutating func writeFraming(_ framing: BodyFraming) {
         switch framing {
         case .contentLength(let n):
@@ -150,17 +162,14 @@ public func writeUpstreamRequestHead<S: ByteSink>(_ head: RequestHead, in buffer
 /// framing re-rendered; with `hsts`, the backend's HSTS is replaced by ours.
 public func writeClientResponseHead<S: ByteSink>(_ head: ResponseHead, in buffer: UnsafeRawBufferPointer,
                                                  framing: BodyFraming, keepAlive: Bool, clientVersion: HTTPVersion,
-                                                 hsts: UnsafeRawBufferPointer?, into sink: inout S) {
+                                                 hsts: UnsafeRawBufferPointer?, upgradeInsecureRequests: Bool = false,
+                                                 into sink: inout S) {
     sink.writeStatusLine(head.status, buffer[span: head.reason])
     for field in head.headers where !field.kind.isHopByHopOrFraming {
         if hsts != nil && field.kind == .strictTransportSecurity { continue }
         sink.writeField(field, buffer)
     }
-    if let hsts {
-        sink.write("Strict-Transport-Security: ")
-        sink.write(hsts)
-        sink.write("\r\n")
-    }
+    sink.writeSecurityFields(hsts: hsts, upgradeInsecureRequests: upgradeInsecureRequests)
     switch framing {
     case .none:
         // RFC 9110 §8.6: HEAD and 304 responses may carry the Content-Length
@@ -200,11 +209,7 @@ public func writeSwitchingProtocolsHead<S: ByteSink>(_ head: ResponseHead, in bu
         if hsts != nil && field.kind == .strictTransportSecurity { continue }
         sink.writeField(field, buffer)
     }
-    if let hsts {
-        sink.write("Strict-Transport-Security: ")
-        sink.write(hsts)
-        sink.write("\r\n")
-    }
+    sink.writeSecurityFields(hsts: hsts, upgradeInsecureRequests: false)
     sink.write("Connection: upgrade\r\n\r\n")
 }
 
@@ -232,7 +237,7 @@ public func writeRedirect<S: ByteSink>(host: UnsafeRawBufferPointer, httpsPort: 
 
 /// Gatehouse's own error/notice responses: a small text/plain body "<code> <reason>\n".
 public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPointer?, close: Bool,
-                                            into sink: inout S) {
+                                            upgradeInsecureRequests: Bool = false, into sink: inout S) {
     let reason = reasonPhrase(for: status)
     let code = UInt64(clamping: status)
     sink.write("HTTP/1.1 ")
@@ -242,11 +247,7 @@ public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPo
     sink.write("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
     sink.write(decimal: UInt64(decimalDigits(code) + 1 + reason.utf8CodeUnitCount + 1))
     sink.write("\r\n")
-    if let hsts {
-        sink.write("Strict-Transport-Security: ")
-        sink.write(hsts)
-        sink.write("\r\n")
-    }
+    sink.writeSecurityFields(hsts: hsts, upgradeInsecureRequests: upgradeInsecureRequests)
     if close { sink.write("Connection: close\r\n") }
     sink.write("\r\n")
     sink.write(decimal: code)

@@ -20,6 +20,8 @@ final class ClientConnection {
     let ssl: OpaquePointer?
     private let timer: OpaquePointer
     let clientAddress: [UInt8]
+    /// What the per-client cap counted this connection under (nil: no cap).
+    let capKey: [UInt8]?
 
     private var clock: ConnectionClock
     private var state: State = .handshake
@@ -79,8 +81,10 @@ final class ClientConnection {
 
     enum ResponseState { case awaitingHead, body, done }
 
-    init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, clientAddress: [UInt8]) throws(AcceptError) {
+    init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, clientAddress: [UInt8],
+         capKey: [UInt8]?) throws(AcceptError) {
         self.worker = worker
+        self.capKey = capKey
         self.runtime = runtime
         self.listener = listener
         self.clientAddress = clientAddress
@@ -192,55 +196,57 @@ final class ClientConnection {
         }
     }
 
+    /// Parser rejections: one log line per second at most (the counter has them all).
+    private static let rejectedLog = RateLimitedLog()
+    private static let headTimeoutLog = RateLimitedLog()
+
     private func logRejected(_ error: HTTPParseError) {
+        let client = String(decoding: clientAddress, as: UTF8.self)
+        if error == .expectationFailed {
+            worker.stats.refused(.expectation, "expectation: \(client): Expect other than 100-continue: 417")
+            return
+        }
         worker.stats.add(.requestsRejected)
-        Log.notice("rejected request from \(String(decoding: clientAddress, as: UTF8.self)): \(error.status) \(error)")
+        Self.rejectedLog.write("rejected request from \(client): \(error.status) \(error)")
     }
 
     private func startRequest(_ head: RequestHead, bytes: UnsafeRawBufferPointer) {
         beginRecord(head, bytes)
         let hostName = head.host.map { hostWithoutPort(bytes[span: $0]) }
-        let hostDomain = hostName.flatMap { runtime.snapshot.names.lookup($0) }
         let hasBody = head.framing != .none
+        let path = bytes[span: head.path]
+        let handshakeDomain = ssl.flatMap { TLSServer.selectedDomain(of: $0) }
 
         let routeID: Int
-        switch listener.scheme {
-        case .https:
-            let sniDomain = ssl.flatMap { TLSServer.selectedDomain(of: $0) }
-            // RFC 9110 §15.5.20: a Host that belongs to another domain entry
-            // than the handshake did is misdirected (it could otherwise reach a
-            // modern domain over a legacy domain's TLS version). A Host no domain
-            // claims (an IP address, a health check) stays with the handshake's
-            // domain, as nginx and HAProxy would serve it.
-            guard let sni = sniDomain, hostDomain == nil || hostDomain == sni else {
-                finishLocal(head, bytes: bytes, status: 421, close: true)
-                return
-            }
-            routeID = sni
-        case .http:
-            guard let domain = hostDomain else {
-                finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
-                return
-            }
-            let path = bytes[span: head.path]
-            if !Self.isACMEChallenge(path) {
-                guard runtime.routes[domain].domain.redirectHTTP, let hostName else {
-                    finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
-                    return
-                }
-                var sink = EvbufferSink(buffer: output)
-                let keepAlive = head.keepAlive && !hasBody && !worker.draining
-                worker.stats.countResponse(status: 301)
-                let before = output.evLength
-                writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
-                recordHead(status: 301, since: before)
-                finishRecord()
-                evbuffer_drain(input, head.headLength)
-                parser.reset()
-                if keepAlive { enter(.idle) } else { beginClosing() }
-                return
-            }
+        switch runtime.router.route(scheme: listener.scheme, handshakeDomain: handshakeDomain, host: hostName, path: path) {
+        case .forward(let domain):
             routeID = domain
+        case .refuse(let refusal):
+            // 421 closes: the client should retry on a connection of its own
+            // for that name (RFC 9110 §15.5.20).
+            let status = refusal == .misdirected ? 421 : 404
+            worker.stats.refused(refusal, "\(refusal.label): \(self.describe(head, bytes)): \(status)")
+            finishLocal(head, bytes: bytes, status: status, close: status == 421 || hasBody || !head.keepAlive)
+            return
+        case .notRedirected:
+            noteACMELookalike(head, bytes, path)
+            finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
+            return
+        case .redirect:
+            // The router redirects only a Host some domain claims.
+            guard let hostName else { return finishLocal(head, bytes: bytes, status: 404, close: true) }
+            noteACMELookalike(head, bytes, path)
+            var sink = EvbufferSink(buffer: output)
+            let keepAlive = head.keepAlive && !hasBody && !worker.draining
+            worker.stats.countResponse(status: 301)
+            let before = output.evLength
+            writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
+            recordHead(status: 301, since: before)
+            finishRecord()
+            evbuffer_drain(input, head.headLength)
+            parser.reset()
+            if keepAlive { enter(.idle) } else { beginClosing() }
+            return
         }
 
         let route = runtime.routes[routeID]
@@ -301,10 +307,19 @@ final class ClientConnection {
         respondLocally(status: status, close: close || head.framing != .none || !head.keepAlive)
     }
 
-    static let acmePrefix = Array("/.well-known/acme-challenge/".utf8)
+    /// A path under the ACME prefix that is not a token was answered as an
+    /// ordinary path: counted, since nothing legitimate sends one.
+    private func noteACMELookalike(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer, _ path: UnsafeRawBufferPointer) {
+        guard RequestRouter.acmeChallenge(path) == .malformed else { return }
+        worker.stats.refused(.acmePath, "acme_path: \(describe(head, bytes)) is not an ACME token; not passed through")
+    }
 
-    static func isACMEChallenge(_ path: UnsafeRawBufferPointer) -> Bool {
-        path.count > acmePrefix.count && zip(path, acmePrefix).allSatisfy { $0 == $1 }
+    /// "client: METHOD target Host" for a refusal's log line (rate-limited,
+    /// so this is built at most once per second per kind).
+    private func describe(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> String {
+        let host = head.host.map { String(decoding: bytes[span: $0], as: UTF8.self) } ?? "-"
+        return "\(String(decoding: clientAddress, as: UTF8.self)): \(String(decoding: bytes[span: head.method], as: UTF8.self)) "
+            + "\(String(decoding: bytes[span: head.target].prefix(200), as: UTF8.self)) Host \(host.prefix(200))"
     }
 
     private func acquireBackend(_ route: ProxyRuntime.Route) -> BackendConnection? {
@@ -509,8 +524,11 @@ final class ClientConnection {
                 startTunnel(head, bytes: bytes, backend: backend)
                 return
             }
-            var sink = EvbufferSink(buffer: output)
-            writeInterimResponseHead(head, in: bytes, into: &sink)
+            // An HTTP/1.0 client cannot take one (RFC 9110 §15.2): dropped.
+            if ex.clientVersion == .http11 {
+                var sink = EvbufferSink(buffer: output)
+                writeInterimResponseHead(head, in: bytes, into: &sink)
+            }
             evbuffer_drain(backend.input, head.headLength)
             responseParser.reset()
             exchange = ex
@@ -545,7 +563,9 @@ final class ClientConnection {
         let before = output.evLength
         ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
             writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: ex.clientKeepAlive,
-                                    clientVersion: ex.clientVersion, hsts: hsts, into: &sink)
+                                    clientVersion: ex.clientVersion, hsts: hsts,
+                                    upgradeInsecureRequests: listener.scheme == .https && ex.route.domain.upgradeInsecureRequests,
+                                    into: &sink)
         }
         let backendSeconds = preciseNow() - backendStarted
         worker.stats.observeBackend(seconds: backendSeconds)
@@ -663,11 +683,12 @@ final class ClientConnection {
     private func respondLocally(status: Int, close: Bool) {
         worker.stats.countResponse(status: status)
         var sink = EvbufferSink(buffer: output)
-        let hstsBytes = listener.scheme == .https ? localHSTS() : nil
+        let route = listener.scheme == .https ? localRoute() : nil
         let before = output.evLength
-        hstsBytes.withOptionalBytes(enabled: true) { hsts in
-            writeErrorResponse(status: status, hsts: hsts, close: close, into: &sink)
-        }
+        route?.hsts.withOptionalBytes(enabled: true) { hsts in
+            writeErrorResponse(status: status, hsts: hsts, close: close,
+                               upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
+        } ?? writeErrorResponse(status: status, hsts: nil, close: close, into: &sink)
         recordHead(status: status, since: before)
         finishRecord()
         if close {
@@ -678,11 +699,12 @@ final class ClientConnection {
         }
     }
 
-    /// HSTS for Gatehouse's own responses: the handshake's domain policy.
-    private func localHSTS() -> [UInt8]? {
-        if let route = exchange?.route { return route.hsts }
+    /// Whose policy (HSTS, CSP) Gatehouse's own HTTPS responses carry: the
+    /// exchange's domain, else the handshake's.
+    private func localRoute() -> ProxyRuntime.Route? {
+        if let route = exchange?.route { return route }
         guard let ssl, let id = TLSServer.selectedDomain(of: ssl), id < runtime.routes.count else { return nil }
-        return runtime.routes[id].hsts
+        return runtime.routes[id]
     }
 
     /// Drops the backend side of the current exchange without reusing it.
@@ -808,7 +830,7 @@ final class ClientConnection {
                 close()
             } else {
                 if status == 408 {
-                    Log.notice("request head timeout from \(String(decoding: clientAddress, as: UTF8.self))")
+                    Self.headTimeoutLog.write("request head timeout from \(String(decoding: self.clientAddress, as: UTF8.self))")
                 } else {
                     worker.stats.add(status == 504 ? .backendTimeouts : .backendConnectErrors)
                 }

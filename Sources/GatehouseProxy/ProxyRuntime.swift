@@ -9,6 +9,7 @@ public final class ProxyRuntime: Sendable {
     public let snapshot: ConfigSnapshot
     public let tls: TLSServer
     let routes: [Route]
+    let router: RequestRouter
     let limits: HTTPLimits
 
     struct Route: Sendable {
@@ -35,6 +36,7 @@ public final class ProxyRuntime: Sendable {
         self.handshakes = snapshot.domains.map { carried[$0.primaryName] ?? DomainHandshakes() }
         self.snapshot = snapshot
         self.tls = tls
+        self.router = RequestRouter(names: snapshot.names, domains: snapshot.domains)
         self.limits = HTTPLimits(
             maxRequestLineBytes: snapshot.limits.maxRequestLineBytes,
             maxHeaderBytes: snapshot.limits.maxHeaderBytes,

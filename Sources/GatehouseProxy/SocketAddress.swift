@@ -66,3 +66,23 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
     }
 }
+
+/// What `max_connections_per_client` counts by, from a numeric address as
+/// text: an IPv4 address as is; an IPv6 address by its /64, the block one
+/// subscriber usually holds (RFC 6177), or one host could use 2^64 addresses
+/// to stay under any cap. IPv4-mapped addresses count as the IPv4 address.
+enum ClientKey {
+    static func of(_ address: [UInt8]) -> [UInt8] {
+        guard address.contains(UInt8(ascii: ":")) else { return address }
+        var parsed = in6_addr()
+        let ok = (address + [0]).withUnsafeBufferPointer { text in
+            text.withMemoryRebound(to: CChar.self) { inet_pton(AF_INET6, $0.baseAddress, &parsed) }
+        }
+        guard ok == 1 else { return address }
+        let bytes = withUnsafeBytes(of: parsed) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+            return Array("\(bytes[12]).\(bytes[13]).\(bytes[14]).\(bytes[15])".utf8)
+        }
+        return Array("v6/64:".utf8) + bytes[0..<8]
+    }
+}

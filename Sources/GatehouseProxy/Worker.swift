@@ -16,10 +16,9 @@ public final class Worker {
     public let stats = WorkerStats()
     private(set) var accessLog: AccessLogWriter?
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
-    /// Open connections per client address (the per-client cap).
+    /// Open connections per client (an IPv4 address or an IPv6 /64), kept
+    /// only while `max_connections_per_client` is set.
     private var perClient: [[UInt8]: Int] = [:]
-    /// Clients refused since they last dropped below the cap (logged once per episode).
-    private var capped: Set<[UInt8]> = []
     /// Connections still reading their PROXY protocol header.
     private var pendingHeaders: [ObjectIdentifier: ProxyHeaderReader] = [:]
     private(set) var draining = false
@@ -97,18 +96,20 @@ public final class Worker {
 
     /// The client address is known (from the socket or a PROXY header).
     private func admit(fd: Int32, client: [UInt8], listener: Listener) {
-        let open = perClient[client, default: 0]
-        guard open < runtime.snapshot.limits.maxConnectionsPerClient else {
-            stats.add(.connectionsRefusedPerClient)
-            if capped.insert(client).inserted {
-                Log.notice("client \(String(decoding: client, as: UTF8.self)) reached max_connections_per_client (\(open)); refusing more")
+        let cap = runtime.snapshot.limits.maxConnectionsPerClient
+        let capKey = cap > 0 ? ClientKey.of(client) : nil
+        if let capKey {
+            let open = perClient[capKey, default: 0]
+            guard open < cap else {
+                stats.refused(.perClientLimit, "per_client_limit: client \(String(decoding: client, as: UTF8.self)) has \(open) connections open (max_connections_per_client); refusing more")
+                Glibc.close(fd)
+                return
             }
-            Glibc.close(fd)
-            return
         }
         do {
-            let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd, clientAddress: client)
-            perClient[client] = open + 1
+            let conn = try ClientConnection(worker: self, runtime: runtime, listener: listener.settings, fd: fd,
+                                            clientAddress: client, capKey: capKey)
+            if let capKey { perClient[capKey, default: 0] += 1 }
             connections[ObjectIdentifier(conn)] = conn
             stats.add(.connectionsAccepted)
             stats.setOpenConnections(connections.count)
@@ -125,9 +126,8 @@ public final class Worker {
 
     func connectionClosed(_ conn: ClientConnection) {
         connections[ObjectIdentifier(conn)] = nil
-        if let n = perClient[conn.clientAddress] {
-            if n <= 1 { perClient[conn.clientAddress] = nil } else { perClient[conn.clientAddress] = n - 1 }
-            if !capped.isEmpty { capped.remove(conn.clientAddress) }
+        if let key = conn.capKey, let n = perClient[key] {
+            perClient[key] = n <= 1 ? nil : n - 1
         }
         stats.setOpenConnections(connections.count)
         if !draining, connections.count < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {

@@ -14,16 +14,17 @@ public final class WorkerStats: Sendable {
         case backendConnectErrors, backendTimeouts, backendResetErrors
         case requestsRejected
         case connectionsRefusedPerClient, proxyHeaderErrors
+        case refusedMisdirected, refusedUnknownHost, refusedACMEPath, refusedExpectation
     }
 
-    private let counters: InlineArray<24, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    private let counters: InlineArray<32, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     private let open = Atomic<Int>(0)
     /// BackendLatency.bounds.count + 1 buckets.
     let latencyBuckets: InlineArray<12, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     let latencySumMicros = Atomic<UInt64>(0)
 
     public init() {
-        precondition(Counter.allCases.count <= 24)
+        precondition(Counter.allCases.count <= 32)
     }
 
     @inline(__always) func add(_ c: Counter, _ n: UInt64 = 1) {
@@ -53,6 +54,22 @@ public final class WorkerStats: Sendable {
         case .inappropriateFallback: add(.failedInappropriateFallback)
         case .other: add(.failedOther)
         case .aborted: add(.failedAborted)
+        }
+    }
+
+    /// Counts a refusal and writes its (rate-limited) log line.
+    func refused(_ refusal: Refusal, _ message: @autoclosure () -> String) {
+        add(Self.counter(refusal))
+        refusal.log.write(message())
+    }
+
+    public static func counter(_ refusal: Refusal) -> Counter {
+        switch refusal {
+        case .misdirected: .refusedMisdirected
+        case .unknownHost: .refusedUnknownHost
+        case .acmePath: .refusedACMEPath
+        case .expectation: .refusedExpectation
+        case .perClientLimit: .connectionsRefusedPerClient
         }
     }
 

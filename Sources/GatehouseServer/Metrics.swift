@@ -57,6 +57,11 @@ enum MetricsText {
             ("{reason=\"per_client_limit\"}", n(.connectionsRefusedPerClient)),
             ("{reason=\"proxy_header\"}", n(.proxyHeaderErrors)),
         ])
+        family("gatehouse_requests_refused_total", "counter",
+               "Requests Gatehouse answered itself because of what the client sent: a Host not of the handshake's domain (421), a Host no domain claims on port 80 (404), a non-token ACME challenge path (301), an unknown Expect (417).",
+               [Refusal.misdirected, .unknownHost, .acmePath, .expectation].map {
+                   ("{reason=\"\($0.label)\"}", n(WorkerStats.counter($0)))
+               })
         family("gatehouse_connections_open", "gauge", "Client connections open now.", [("", String(s.openConnections))])
         family("gatehouse_tls_handshakes_total", "counter", "Completed TLS handshakes by protocol version.", [
             ("{version=\"TLSv1\"}", n(.handshakesTLS10)), ("{version=\"TLSv1.1\"}", n(.handshakesTLS11)),
@@ -117,8 +122,9 @@ enum MetricsText {
 }
 
 /// `[metrics] address`: a small plain-HTTP endpoint on the control thread's
-/// event base, away from the workers. GET /metrics only; one request per
-/// connection.
+/// event base, away from the workers: GET /metrics, and GET /healthz for load
+/// balancers (200 while serving, 503 from SIGTERM on, while connections
+/// drain). One request per connection.
 final class MetricsEndpoint {
     private let base: OpaquePointer
     private var handle: OpaquePointer?
@@ -126,6 +132,8 @@ final class MetricsEndpoint {
     /// The running runtime; replaced by the control thread on reload.
     var runtime: ProxyRuntime
     var reloads = (succeeded: 0, failed: 0)
+    /// Set by the control thread when SIGTERM arrives.
+    var draining = false
 
     init(base: OpaquePointer, settings: MetricsSettings, stats: [WorkerStats], runtime: ProxyRuntime) throws(StartupError) {
         self.base = base
@@ -173,6 +181,8 @@ final class MetricsEndpoint {
         let bytes = UnsafeRawBufferPointer(start: start, count: length)
         let status: Int
         var body = ""
+        var contentType = "text/plain; charset=utf-8"
+        var isHead = false
         switch parser.parse(bytes) {
         case .incomplete:
             if length < 8192 { return }
@@ -181,24 +191,28 @@ final class MetricsEndpoint {
             status = error.status
         case .complete(let head):
             let path = bytes[span: head.path]
-            if !path.elementsEqual("/metrics".utf8) {
-                status = 404
-            } else if head.methodKind != .get && head.methodKind != .head {
+            isHead = head.methodKind == .head
+            if head.methodKind != .get && head.methodKind != .head {
                 status = 405
-            } else {
+            } else if path.elementsEqual("/metrics".utf8) {
                 status = 200
-                if head.methodKind == .get {
-                    var snapshot = MetricsText.collect(stats, runtime: runtime)
-                    snapshot.reloads = reloads
-                    body = MetricsText.render(snapshot)
-                }
+                contentType = "text/plain; version=0.0.4; charset=utf-8"
+                var snapshot = MetricsText.collect(stats, runtime: runtime)
+                snapshot.reloads = reloads
+                body = MetricsText.render(snapshot)
+            } else if path.elementsEqual("/healthz".utf8) {
+                // Draining: a balancer stops sending new connections while
+                // the ones in flight finish.
+                status = draining ? 503 : 200
+                body = draining ? "draining\n" : "ok\n"
+            } else {
+                status = 404
             }
         }
         _ = bufferevent_disable(bev, Int16(EV_READ))
-        var response = status == 200
-            ? "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
-            : "HTTP/1.1 \(status) \(String(describing: reasonPhrase(for: status)))\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        response += body
+        var response = "HTTP/1.1 \(status) \(String(describing: reasonPhrase(for: status)))\r\n"
+            + "Content-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        if !isHead { response += body }
         response.withUTF8 { _ = bufferevent_write(bev, $0.baseAddress, $0.count) }
         // Closed by the write callback once flushed.
         bufferevent_setcb(bev, nil, ServerCallbacks.metricsFlushed, ServerCallbacks.metricsEvent, nil)

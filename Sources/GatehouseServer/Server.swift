@@ -26,6 +26,8 @@ public final class Server {
     private var runtime: ProxyRuntime?
     private let notify = SystemdNotify()
     private var reloads = (succeeded: 0, failed: 0)
+    /// Activated (from worker threads) when a worker's loop returns.
+    private var workerDoneEvent: OpaquePointer?
 
     public init(configPath: String) {
         // Before any event_base exists: lets other threads wake a worker's loop.
@@ -70,7 +72,8 @@ public final class Server {
         if geteuid() == 0, snapshot.privileges.user != nil { runtime.tls.store.preload() }
         try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile)
         installSignals()
-        for w in workers { w.start() }
+        workerDoneEvent = event_new(control, -1, 0, ServerCallbacks.workerDone, Unmanaged.passUnretained(self).toOpaque())
+        for w in workers { w.start(done: workerDoneEvent) }
         let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.address)" }.joined(separator: " ")
         Log.info("ready: \(snapshot.domains.count) domains, \(count) worker\(count == 1 ? "" : "s"), listening on \(listening)")
         notify.send("READY=1", status(snapshot))
@@ -105,16 +108,25 @@ public final class Server {
             return
         }
         guard !stopping else {
+            // The operator wants out now: skip the drain and the exit
+            // handlers (OpenSSL's would run under the workers' feet).
             Log.notice("second signal: stopping now")
-            exit(0)
+            _exit(0)
         }
         stopping = true
         notify.send("STOPPING=1")
-        metrics?.close()
+        // The control loop keeps running while the workers drain: /healthz
+        // answers 503 and a second signal is still heard.
+        metrics?.draining = true
         let drain = workers.first?.worker.runtimeTimeouts.drain ?? 30
         Log.info("signal \(sig): draining connections (up to \(Int(drain)) s)")
         for w in workers { w.requestDrain() }
-        event_base_loopexit(control, nil)
+    }
+
+    /// On the control thread, after a worker's loop has returned (two that
+    /// end together may wake it once).
+    func workerFinished() {
+        if workers.allSatisfy({ $0.finished.load(ordering: .acquiring) }) { event_base_loopbreak(control) }
     }
 
     /// Re-reads every file on this (control) thread while the workers serve;
@@ -185,6 +197,9 @@ final class WorkerThread {
     private var deadlineEvent: OpaquePointer?
     private var adoptEvent: OpaquePointer?
     private var reopenEvent: OpaquePointer?
+    private var doneEvent: OpaquePointer?
+    /// Set by the worker's thread when its loop has returned.
+    let finished = Atomic<Bool>(false)
     /// Written by the control thread, taken by the worker's thread.
     private let pending = Mutex<ProxyRuntime?>(nil)
 
@@ -221,11 +236,16 @@ final class WorkerThread {
         worker.adopt(runtime)
     }
 
-    func start() {
+    /// `done`: an event on the control loop, activated when this loop returns.
+    func start(done: OpaquePointer?) {
+        doneEvent = done
         let context = Unmanaged.passUnretained(self).toOpaque()
         pthread_create(&thread, nil, { arg in
             let w = Unmanaged<WorkerThread>.fromOpaque(arg!).takeUnretainedValue()
             w.worker.run()
+            w.finished.store(true, ordering: .releasing)
+            // Thread-safe with evthread.
+            if let done = w.doneEvent { event_active(done, 0, 0) }
             return nil
         }, context)
     }
@@ -262,6 +282,9 @@ enum ServerCallbacks {
         if let bev { bufferevent_free(bev) }
     }
 
+    static let workerDone: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
+        Unmanaged<Server>.fromOpaque(ctx!).takeUnretainedValue().workerFinished()
+    }
     static let signal: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { sig, _, ctx in
         let s = Unmanaged<Server>.fromOpaque(ctx!).takeUnretainedValue()
         s.received(signal: sig)

@@ -265,3 +265,22 @@ import Testing
         }
     }
 }
+
+@Suite struct TenantSafetyConfigTests {
+    @Test func safeDefaults() throws {
+        let snap = try loadTree().result.get()
+        #expect(!snap.domains[0].acceptAnyHost)
+        #expect(!snap.domains[0].upgradeInsecureRequests)
+        // No per-client cap unless asked for: a carrier-grade NAT shares one address.
+        #expect(snap.limits.maxConnectionsPerClient == 0)
+    }
+
+    @Test func optIns() throws {
+        let domain = Fixtures.domain + "accept_any_host = true\nupgrade_insecure_requests = true\n"
+        let main = Fixtures.main + "[limits]\nmax_connections_per_client = 4096\n"
+        let snap = try loadTree(main: main, domains: [("example.toml", domain)]).result.get()
+        #expect(snap.domains[0].acceptAnyHost)
+        #expect(snap.domains[0].upgradeInsecureRequests)
+        #expect(snap.limits.maxConnectionsPerClient == 4096)
+    }
+}

@@ -142,6 +142,11 @@ let errorCases: [ErrorCase] = [
                key: "hsts_preload", "requires hsts_max_age >= 31536000"),
     domainCase("max_body_bytes zero", domainWith("max_body_bytes = 0"), key: "max_body_bytes", "> 0"),
     domainCase("max_body_bytes wrong type", domainWith("max_body_bytes = \"10M\""), key: "max_body_bytes", "expected an integer"),
+    domainCase("accept_any_host wrong type", domainWith("accept_any_host = 1"), key: "accept_any_host", "expected a boolean"),
+    domainCase("upgrade_insecure_requests wrong type", domainWith("upgrade_insecure_requests = \"on\""),
+               key: "upgrade_insecure_requests", "expected a boolean"),
+    mainCase("per-client cap negative", Fixtures.main + "[limits]\nmax_connections_per_client = -1\n",
+             key: "limits.max_connections_per_client", "between 0 and"),
 ]
 
 extension String {

@@ -270,3 +270,27 @@ private func withFields(_ fields: String, version: String = "HTTP/1.1") -> Strin
         #expect(parseRequest(partial, limits: limits) == .error(.headerFieldsTooLarge))
     }
 }
+
+@Suite struct ExpectationRejections {
+    @Test(arguments: ["something", "100-continue, foo", "100-continue;x=1", "100-continued", "continue"])
+    func unknownExpectationIs417(_ value: String) {
+        for version in ["HTTP/1.1", "HTTP/1.0"] {
+            #expect(requestError(withFields("Host: a\r\nExpect: \(value)\r\n", version: version)) == .expectationFailed)
+        }
+    }
+
+    @Test func continueIsAcceptedAndOnlyMeaningfulIn11() {
+        let fields = "Host: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n"
+        guard case .complete(let h11) = parseRequest(withFields(fields)),
+              case .complete(let h10) = parseRequest(withFields(fields, version: "HTTP/1.0")) else {
+            Issue.record("100-continue refused")
+            return
+        }
+        #expect(h11.expectContinue)
+        #expect(!h10.expectContinue)   // RFC 9110 §10.1.1: an HTTP/1.0 expectation is ignored
+    }
+
+    @Test func malformedHeadWinsOverExpect() {
+        #expect(requestStatus("GET / HTTP/1.1\r\nExpect: x\r\n\r\n") == 400)   // no Host
+    }
+}

@@ -329,3 +329,17 @@ private func clientResponse(_ raw: String, method: GatehouseHTTP.Method = .get, 
         #expect(responseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?.framing == .chunked)
     }
 }
+
+@Suite struct SecurityFieldTests {
+    @Test func upgradeInsecureRequestsIsItsOwnField() {
+        var sink = ArraySink()
+        Array("max-age=1".utf8).withUnsafeBytes {
+            writeErrorResponse(status: 421, hsts: $0, close: true, upgradeInsecureRequests: true, into: &sink)
+        }
+        let text = String(decoding: sink.bytes, as: UTF8.self)
+        #expect(text.contains("\r\nStrict-Transport-Security: max-age=1\r\nContent-Security-Policy: upgrade-insecure-requests\r\n"))
+        var plain = ArraySink()
+        writeErrorResponse(status: 404, hsts: nil, close: false, into: &plain)
+        #expect(!String(decoding: plain.bytes, as: UTF8.self).contains("Content-Security-Policy"))
+    }
+}

@@ -116,4 +116,76 @@ class PerClientLimitTests(GatehouseCase):
                 s.close()
         time.sleep(0.3)
         self.assertEqual(https_get(self.port, "a.test").status, 200)
-        self.assertEqual(self.env.gatehouse.stderr().count("reached max_connections_per_client"), 1)
+        self.assertEqual(self.env.gatehouse.stderr().count("per_client_limit:"), 1)
+
+
+class PerClientPrefixTests(GatehouseCase):
+    """IPv6 clients count per /64 (one subscriber's block); IPv4-mapped as IPv4."""
+
+    @classmethod
+    def setUpEnv(cls, env):
+        env.domain("a.toml", ["a.test"], env.backend("A"))
+        cls.http_pp = env.listener("http")
+        env.listeners[-1]["proxy_protocol"] = True
+        env.start(workers=1, limits={"max_connections_per_client": 2})
+
+    def attempt(self, src, family="TCP6"):
+        """A connection from `src` (as the PROXY header says) that asks once and
+        stays open: (socket, True) when answered, (None, False) when refused."""
+        s = socket.create_connection(("127.0.0.1", self.http_pp), timeout=5)
+        dst = "::1" if family == "TCP6" else "127.0.0.1"
+        s.sendall(v1(src, dst, family) + b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        if data.startswith(b"HTTP/1.1 301 "):
+            return s, True
+        s.close()
+        return None, False
+
+    def test_one_slash64_shares_the_cap(self):
+        held = []
+        try:
+            for src in ("2001:db8:0:0::1", "2001:db8::abcd:2"):
+                s, ok = self.attempt(src)
+                self.assertTrue(ok, src)
+                held.append(s)
+            self.assertFalse(self.attempt("2001:db8::ffff:ffff:ffff:3")[1], "same /64: over the cap")
+            s, ok = self.attempt("2001:db8:0:1::1")
+            self.assertTrue(ok, "another /64 is another client")
+            held.append(s)
+            s, ok = self.attempt("192.0.2.7", family="TCP4")
+            self.assertTrue(ok)
+            held.append(s)
+            s, ok = self.attempt("::ffff:192.0.2.7")
+            self.assertTrue(ok)
+            held.append(s)
+            self.assertFalse(self.attempt("192.0.2.7", family="TCP4")[1], "IPv4-mapped counts as the IPv4 address")
+        finally:
+            for s in held:
+                s.close()
+
+
+class PerClientDefaultTests(GatehouseCase):
+    """No cap by default: a carrier-grade NAT's visitors share one address."""
+
+    @classmethod
+    def setUpEnv(cls, env):
+        env.domain("a.toml", ["a.test"], env.backend("A"))
+        cls.http = env.listener("http")
+        env.start(workers=1)
+
+    def test_many_connections_from_one_address(self):
+        held = []
+        try:
+            for _ in range(400):      # the old default refused past 256
+                held.append(socket.create_connection(("127.0.0.1", self.http), timeout=10))
+            for s in held:
+                s.sendall(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            for s in held:
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 301 "))
+        finally:
+            for s in held:
+                s.close()
+        self.assertNotIn("per_client_limit", self.env.gatehouse.stderr())
