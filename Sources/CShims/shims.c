@@ -12,8 +12,6 @@
 #include <openssl/err.h>
 #include <event2/event.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_struct.h>
 #include "CShims.h"
 
 int gh_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int v) { return (int)SSL_CTX_set_min_proto_version(ctx, v); }
@@ -48,24 +46,6 @@ int gh_x509_chain_count(const struct stack_st_X509 *chain) { return sk_X509_num(
 void gh_x509_chain_free(struct stack_st_X509 *chain) { sk_X509_pop_free(chain, X509_free); }
 
 int gh_socket_error(void) { return errno; }
-
-// orig_size == 0 is exactly when the bufferevent's own output callback arms
-// EV_WRITE; activating the event runs its write callback later in this
-// iteration, which writes and, once the output is empty, deletes the event.
-// The event is added first: libevent's event_add skips an event that is
-// already active, and this callback may run before the bufferevent's own; an
-// active-but-not-added event would never fire again once the socket is full.
-static void write_promptly_cb(struct evbuffer *buffer, const struct evbuffer_cb_info *info, void *arg) {
-    (void)buffer;
-    struct bufferevent *bev = arg;
-    if (info->n_added == 0 || info->orig_size != 0) return;
-    if (!event_pending(&bev->ev_write, EV_WRITE, NULL)) event_add(&bev->ev_write, NULL);
-    event_active(&bev->ev_write, EV_WRITE, 1);
-}
-
-int gh_bufferevent_write_promptly(struct bufferevent *bev) {
-    return evbuffer_add_cb(bufferevent_get_output(bev), write_promptly_cb, bev) ? 0 : -1;
-}
 
 int gh_ticket_crypto_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
                           const uint8_t *aes_key, const uint8_t *hmac_key, uint8_t *iv, int enc) {

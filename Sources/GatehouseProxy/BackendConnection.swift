@@ -107,6 +107,9 @@ final class BackendConnection {
                 flush()
                 if closed || pendingError { return }
                 client?.backendConnected(self)
+                // A request body queued while connecting may have been
+                // written whole: the client side paused for it goes on.
+                if !closed, output.evLength <= ProxyBuffers.writeLowWater { client?.backendWritable(self) }
                 return
             }
             flush()
@@ -287,16 +290,11 @@ enum ProxyBuffers {
     /// runs dry while the reader wakes up (resuming only at empty stalls bulk
     /// transfers into fill-then-drain rounds).
     static let writeLowWater = 64 * 1024
-    /// libevent moves at most 16 KiB per read or write callback by default:
-    /// for bulk bodies that is one epoll round trip (and, on the TLS side, one
-    /// 4-16 KiB record per chain element) per 16 KiB.
+    /// At most this much is read or written per wake-up, so one bulk transfer
+    /// cannot starve the other connections of a worker.
     static let singleTransfer = 256 * 1024
     /// One backend read: 32 KiB chains (with libevent's chain header, one
     /// 32 KiB allocation each) become two full TLS records when forwarded.
     static let readChunk = 32 * 1024 - 128
 
-    static func widen(_ bev: OpaquePointer) {
-        _ = bufferevent_set_max_single_read(bev, singleTransfer)
-        _ = bufferevent_set_max_single_write(bev, singleTransfer)
-    }
 }

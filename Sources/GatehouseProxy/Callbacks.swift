@@ -6,28 +6,37 @@ import CLibevent
 enum Callbacks {
     // MARK: client connections (context: the ClientConnection, retained while open)
 
-    static let clientRead: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, ctx in
+    static let clientIO: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
         let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(c) { c.clientReadable() }
-    }
-    static let clientWrite: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, ctx in
-        let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(c) { c.clientWritable() }
-    }
-    static let clientEvent: @convention(c) (OpaquePointer?, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
-        let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
-        withExtendedLifetime(c) { c.clientEvent(what) }
+        withExtendedLifetime(c) { c.socketReady(what) }
     }
     static let clientTimer: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
         let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(c) { c.timerFired() }
     }
 
+    // MARK: the client socket BIO (data: the ClientTransport, which owns the SSL that owns the BIO)
+
+    static let bioRead: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>?) -> Int32 = { bio, buffer, count, done in
+        guard let bio, let buffer, let done else { return 0 }
+        return SocketBIO.read(bio, buffer, count, &done.pointee)
+    }
+    static let bioWrite: @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int, UnsafeMutablePointer<Int>?) -> Int32 = { bio, buffer, count, done in
+        guard let bio, let buffer, let done else { return 0 }
+        return SocketBIO.write(bio, buffer, count, &done.pointee)
+    }
+    static let bioControl: @convention(c) (OpaquePointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int = { _, command, _, _ in
+        SocketBIO.control(command)
+    }
+
     // MARK: backend connections (context: the BackendConnection, owned by its client or the pool)
 
     static let backendIO: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
         let b = Unmanaged<BackendConnection>.fromOpaque(ctx!).takeUnretainedValue()
+        // What the client's side queued in this turn leaves now.
+        let client = b.client
         withExtendedLifetime(b) { b.ready(what) }
+        client?.flushOutput()
     }
 
     // MARK: listeners (context: the Listener, owned by its worker)
@@ -50,10 +59,6 @@ enum Callbacks {
     static let workerTick: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
         let w = Unmanaged<Worker>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(w) { w.tick() }
-    }
-
-    static func install(client c: ClientConnection, bev: OpaquePointer, context: UnsafeMutableRawPointer) {
-        bufferevent_setcb(bev, clientRead, clientWrite, clientEvent, context)
     }
 
 }

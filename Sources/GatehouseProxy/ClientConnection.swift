@@ -16,7 +16,10 @@ final class ClientConnection {
     unowned let worker: Worker
     let runtime: ProxyRuntime
     let listener: ListenerSettings
-    let bev: OpaquePointer
+    /// The socket (and the SSL) and their I/O; the HTTP logic below only
+    /// sees its two evbuffers and its reports.
+    private let transport: ClientTransport
+    /// Valid while the transport is open (it frees the SSL when it closes).
     let ssl: OpaquePointer?
     private let timer: OpaquePointer
     let clientAddress: [UInt8]
@@ -48,7 +51,7 @@ final class ClientConnection {
         case forwarding
         /// Upgraded after the backend's 101: raw bytes both ways until either closes.
         case tunnel
-        /// Final response queued: close once the output is flushed.
+        /// Final response queued: the transport flushes it, says goodbye, then closes.
         case closing
         case closed
     }
@@ -88,76 +91,90 @@ final class ClientConnection {
         self.runtime = runtime
         self.listener = listener
         self.clientAddress = clientAddress
-        let options = Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)
         let now = monotonicNow()
-        if listener.scheme == .https {
-            guard let ssl = runtime.tls.makeSSL(fallbackProfile: listener.sniFallbackProfile) else { throw AcceptError.tls }
-            guard let bev = bufferevent_openssl_socket_new(worker.base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, options) else {
-                SSL_free(ssl)
-                throw AcceptError.bufferevent
-            }
-            self.ssl = ssl
-            self.bev = bev
-            self.clock = ConnectionClock(phase: .handshake, now: now)
-            self.state = .handshake
-        } else {
-            guard let bev = bufferevent_socket_new(worker.base, fd, options) else { throw AcceptError.bufferevent }
-            self.ssl = nil
-            self.bev = bev
-            self.clock = ConnectionClock(phase: .firstRequest, now: now)
-            self.state = .readingHead
+        // The events' argument is `self`, which exists only once every stored
+        // property does: they are made with a placeholder, then pointed at `self`.
+        let placeholder = UnsafeMutableRawPointer(bitPattern: 1)!
+        guard let timer = event_new(worker.base, -1, 0, Callbacks.clientTimer, nil) else {
+            Glibc.close(fd)
+            throw AcceptError.resources
         }
+        var ssl: OpaquePointer?
+        if listener.scheme == .https {
+            ssl = runtime.tls.makeSSL(fallbackProfile: listener.sniFallbackProfile)
+            if ssl == nil {
+                event_free(timer)
+                Glibc.close(fd)
+                throw AcceptError.tls
+            }
+        }
+        do {
+            transport = try ClientTransport(base: worker.base, fd: fd, ssl: ssl, context: placeholder)
+        } catch {
+            event_free(timer)
+            throw error == .tls ? AcceptError.tls : AcceptError.resources
+        }
+        self.ssl = ssl
+        self.timer = timer
+        self.clock = ConnectionClock(phase: ssl == nil ? .firstRequest : .handshake, now: now)
+        self.state = ssl == nil ? .readingHead : .handshake
         self.parser = RequestHeadParser(limits: runtime.limits)
         self.responseParser = ResponseHeadParser(limits: runtime.limits)
-        // The timer needs `self` as its argument, which exists only once every
-        // stored property does: allocate it first, point it at `self` after.
-        guard let timer = event_new(worker.base, -1, 0, Callbacks.clientTimer, nil) else {
-            bufferevent_free(bev)
-            throw AcceptError.bufferevent
-        }
-        self.timer = timer
         let retained = Unmanaged.passRetained(self)
         self.retained = retained
         event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
-        Callbacks.install(client: self, bev: bev, context: retained.toOpaque())
-        _ = gh_bufferevent_write_promptly(bev)
-        bufferevent_setwatermark(bev, Int16(EV_READ), 0, ProxyBuffers.readHighWater)
-        bufferevent_setwatermark(bev, Int16(EV_WRITE), ProxyBuffers.writeLowWater, 0)
-        ProxyBuffers.widen(bev)
-        _ = bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        transport.attach(context: retained.toOpaque())
+        transport.start()
         armTimer()
     }
 
-    enum AcceptError: Error { case tls, bufferevent }
+    /// The fd belongs to the connection from `init` on: it is closed on failure too.
+    enum AcceptError: Error { case tls, resources }
 
-    private var input: OpaquePointer { bufferevent_get_input(bev) }
-    private var output: OpaquePointer { bufferevent_get_output(bev) }
+    private var input: OpaquePointer { transport.input }
+    private var output: OpaquePointer { transport.output }
 
-    // MARK: - Lifecycle: handshake
+    // MARK: - Lifecycle: socket events
 
-    func clientEvent(_ what: Int16) {
-        // Deferred callbacks can merge events: CONNECTED and EOF may come together.
-        let gone = what & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT) != 0
-        if what & Int16(BEV_EVENT_CONNECTED) != 0, state == .handshake {
-            handshakeCompleted()
-            if !gone {
-                // The first request is timed from here.
-                state = .readingHead
-                enter(.firstRequest)
-                clientReadable()
-                return
-            }
-        } else if state == .handshake, let ssl, SSL_is_init_finished(ssl) == 1 {
-            // Finished, but the client left before libevent reported it.
-            handshakeCompleted()
-        } else if state == .handshake {
+    /// The socket was readable or writable (or a lingering close timed out).
+    func socketReady(_ what: Int16) {
+        handle(transport.ready(what))
+        flushOutput()
+    }
+
+    private func handle(_ report: TransportReport) {
+        if report.contains(.closed) { return close() }
+        if report.contains(.handshakeFailed) {
             handshakeFailed()
+            return close()
         }
-        guard gone else { return }
-        // EOF or error: the client is gone. Abort whatever is in flight; the
-        // backend connection cannot be reused mid-exchange.
-        abortExchange()
-        close()
+        if report.contains(.handshakeDone), state == .handshake {
+            handshakeCompleted()
+            // The first request is timed from here.
+            state = .readingHead
+            enter(.firstRequest)
+        }
+        if report.contains(.readable), transport.isOpen { clientReadable() }
+        if report.contains(.writable), transport.isOpen { clientWritable() }
+        if report.contains(.peerGone) || transport.phase == .closed {
+            // The client is gone. Abort whatever is in flight; the backend
+            // connection cannot be reused mid-exchange.
+            if state != .closing { close() }
+        }
+    }
+
+    /// Ends every entry point (socket, timer, backend, drain): what this turn
+    /// queued for the client is written in the loop iteration that produced
+    /// it, and reading resumes if this turn made room in the input.
+    func flushOutput() {
+        guard state != .closed, transport.isOpen else { return }
+        transport.inputConsumed()
+        // A flush that makes room may let a paused backend fill the output again.
+        while state != .closed, transport.isOpen, output.evLength > 0 {
+            let report = transport.flush()
+            handle(report)
+            guard report.contains(.writable) else { return }
+        }
     }
 
     // MARK: - Lifecycle: request head
@@ -373,13 +390,13 @@ final class ClientConnection {
     private func pauseClientRead() {
         guard !clientReadPaused else { return }
         clientReadPaused = true
-        _ = bufferevent_disable(bev, Int16(EV_READ))
+        transport.pauseReading()
     }
 
     private func resumeClientRead() {
         guard clientReadPaused else { return }
         clientReadPaused = false
-        _ = bufferevent_enable(bev, Int16(EV_READ))
+        transport.resumeReading()
     }
 
     // MARK: - Lifecycle: backend
@@ -655,14 +672,8 @@ final class ClientConnection {
         backend.resumeRead()
     }
 
-    func clientWritable() {
-        // Fires when the output drops below the low watermark (0 once closing).
-        // A deferred callback can be stale, queued before the final response
-        // was written: only an empty buffer means flushed.
-        if state == .closing {
-            if output.evLength == 0 { close() }
-            return
-        }
+    /// The output drained to the low watermark after the socket had been full.
+    private func clientWritable() {
         if state == .tunnel {
             pumpTunnel()
         } else if let backend = exchange?.backend, backendReadPaused, output.evLength <= ProxyBuffers.writeLowWater {
@@ -713,32 +724,30 @@ final class ClientConnection {
         exchange = nil
     }
 
+    /// The graceful end: the queued response is flushed, then close_notify
+    /// and FIN; with a request body left unread (or pipelined bytes), the
+    /// transport lingers so the client reads the answer before any RST.
     private func beginClosing() {
-        guard state != .closed else { return }
+        guard state != .closed, state != .closing else { return }
+        let unread = exchange.map { !$0.requestBody.isDone } ?? false
         abortExchange()
         state = .closing
-        _ = bufferevent_disable(bev, Int16(EV_READ))
-        // The write callback must now mean "all flushed".
-        bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
+        clientReadPaused = false
         enter(.closing)
-        if output.evLength == 0 { close() }
+        flushOutput()
+        handle(transport.shutdown(linger: unread || input.evLength > 0))
     }
 
+    /// The last step, once: the transport is closed (aborted if it was still
+    /// open: no close_notify, a plain connection reset), the connection leaves
+    /// the worker and releases itself.
     func close() {
         guard state != .closed else { return }
         state = .closed
         finishRecord()
         abortExchange()
         event_free(timer)
-        if let ssl {
-            // libevent 2.1 never sends close_notify: say goodbye properly when
-            // the handshake got that far.
-            if SSL_is_init_finished(ssl) == 1 {
-                SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN)
-                _ = SSL_shutdown(ssl)
-            }
-        }
-        bufferevent_free(bev)
+        transport.abort()
         worker.connectionClosed(self)
         let r = retained
         retained = nil
@@ -750,9 +759,11 @@ final class ClientConnection {
     func closeIfIdle() {
         guard state == .readingHead || state == .handshake, input.evLength == 0 else { return }
         switch clock.phase {
-        case .idle, .firstRequest, .handshake: close()
+        case .idle, .firstRequest: beginClosing()
+        case .handshake: close()
         default: break
         }
+        flushOutput()
     }
 
     // MARK: - Access log
@@ -819,11 +830,12 @@ final class ClientConnection {
             armTimer()
             return
         }
+        defer { flushOutput() }
         switch expiry {
         case .close:
             if state == .handshake { worker.stats.countHandshakeFailure(.aborted) }
-            abortExchange()
-            close()
+            // Nothing in flight: a polite goodbye. A stalled transfer or flush: abort.
+            if clock.phase == .idle || clock.phase == .firstRequest { beginClosing() } else { close() }
         case .respond(let status):
             if exchange?.responseStarted == true {
                 abortExchange()
@@ -852,8 +864,7 @@ final class ClientConnection {
     /// who still tries old TLS versions) and logs it at debug level.
     private func handshakeFailed() {
         guard let ssl else { return }
-        var codes: [UInt] = []
-        while case let code = bufferevent_get_openssl_error(bev), code != 0 { codes.append(code) }
+        let codes = transport.failureCodes
         let reason = HandshakeFailure.classify(reasons: HandshakeFailure.reasons(of: codes), refusal: TLSServer.refusal(of: ssl))
         worker.stats.countHandshakeFailure(reason)
         if Log.enabled(.debug) {
@@ -893,3 +904,4 @@ extension Optional where Wrapped == [UInt8] {
         return bytes.withUnsafeBytes { body($0) }
     }
 }
+

@@ -114,8 +114,8 @@ public final class Worker {
             stats.add(.connectionsAccepted)
             stats.setOpenConnections(connections.count)
         } catch {
+            // The connection closed the descriptor.
             Log.error("cannot set up accepted connection: \(error)")
-            Glibc.close(fd)
             return
         }
         if connections.count >= runtime.snapshot.limits.maxConnections {

@@ -76,12 +76,4 @@ int gh_malloc_keep_freed(size_t trim_threshold, size_t mmap_threshold);
 // libevent's EVUTIL_SOCKET_ERROR().
 int gh_socket_error(void);
 
-// Makes a bufferevent write its output in the same loop iteration in which
-// the output went from empty to non-empty, instead of arming EV_WRITE and
-// waiting for the next epoll_wait: libevent's epoll changelist then sees the
-// write event added and deleted in one iteration and makes no epoll_ctl call.
-// Works for socket and socket-based OpenSSL bufferevents. Returns 0 on success.
-struct bufferevent;
-int gh_bufferevent_write_promptly(struct bufferevent *bev);
-
 #endif

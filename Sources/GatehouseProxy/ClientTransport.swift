@@ -1,0 +1,506 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibevent
+import COpenSSL
+
+/// What one turn of a transport produced; the client connection acts on it.
+struct TransportReport: OptionSet {
+    let rawValue: UInt8
+    /// TLS handshake finished (the request may already be in `input`).
+    static let handshakeDone = TransportReport(rawValue: 1 << 0)
+    /// TLS handshake failed; `failureCodes` says why. The owner aborts.
+    static let handshakeFailed = TransportReport(rawValue: 1 << 1)
+    /// New bytes in `input`.
+    static let readable = TransportReport(rawValue: 1 << 2)
+    /// The peer closed its side (TCP FIN or close_notify) or the socket failed.
+    static let peerGone = TransportReport(rawValue: 1 << 3)
+    /// The output drained to the low watermark after the socket had been full.
+    static let writable = TransportReport(rawValue: 1 << 4)
+    /// `shutdown` finished: flushed, close_notify sent, lingered, socket closed.
+    static let closed = TransportReport(rawValue: 1 << 5)
+}
+
+/// Socket I/O of one client connection, TLS or plain, without bufferevents:
+/// the fd, the SSL, two events and two evbuffers. It never calls its owner:
+/// every event returns a report (redis's `connection.h` idea: the HTTP logic
+/// never touches OpenSSL or the socket).
+///
+/// - Reads go into `input` until the socket is drained; a read that returns
+///   less than asked ends the loop, so a request costs no EAGAIN read. TLS uses
+///   OpenSSL's read-ahead through our own socket BIO (it records short reads),
+///   and records OpenSSL has buffered (`SSL_has_pending`) are processed before
+///   waiting for the socket again.
+/// - `flush` writes at once, in the iteration that queued the data: one
+///   write(2) per TLS record of up to 16 KiB (a head and a small body are one
+///   record); EV_WRITE is armed only while the socket is full.
+/// - `shutdown` is the graceful end (flush, close_notify, FIN, then a bounded
+///   lingering read so the kernel's RST cannot destroy the last response,
+///   RFC 9112 §9.6); `abort` sends nothing and resets a plain connection, so a
+///   client can tell a truncated close-delimited body from a complete one
+///   (RFC 9112 §9.8).
+final class ClientTransport {
+    let input: OpaquePointer
+    let output: OpaquePointer
+    let ssl: OpaquePointer?
+    private let fd: Int32
+    private let base: OpaquePointer
+    private var readEvent: OpaquePointer?
+    private var writeEvent: OpaquePointer?
+
+    enum Phase { case handshake, open, closing, lingering, closed }
+    private(set) var phase: Phase
+    /// Paused by the owner (backpressure).
+    private var readPaused = false
+    /// Stopped because `input` reached the high watermark.
+    private var full = false
+    private var writeArmed = false
+    /// The last socket read returned less than asked (or EAGAIN): the socket
+    /// was empty then; epoll reports anything that arrived since.
+    private var lastReadShort = false
+    /// A TLS read needs the socket writable first (a TLS 1.3 KeyUpdate answer).
+    private var readWantsWrite = false
+    private var lingerBytes = 0
+    /// OpenSSL error codes of a failed handshake, oldest first.
+    private(set) var failureCodes: [UInt] = []
+
+    /// How long and how much a closing connection reads and discards after its
+    /// FIN (nginx's lingering_timeout is 5 s): enough for a request body in
+    /// flight to arrive, so the kernel does not answer it with an RST.
+    static let lingerSeconds = 2.0
+    static let lingerLimit = 1 << 20
+    /// One TLS record's worth of plaintext (RFC 8446 §5.1).
+    static let recordBytes = 16 * 1024
+
+    /// Takes `fd` (and `ssl`): both are closed on failure too.
+    init(base: OpaquePointer, fd: Int32, ssl: OpaquePointer?, context: UnsafeMutableRawPointer) throws(AcceptError) {
+        self.fd = fd
+        self.ssl = ssl
+        self.base = base
+        input = evbuffer_new()
+        output = evbuffer_new()
+        phase = ssl == nil ? .open : .handshake
+        readEvent = event_new(base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.clientIO, context)
+        writeEvent = event_new(base, fd, Int16(EV_WRITE | EV_PERSIST), Callbacks.clientIO, context)
+        guard readEvent != nil, writeEvent != nil else {
+            release()
+            throw AcceptError.resources
+        }
+        if let ssl {
+            guard let bio = BIO_new(SocketBIO.method) else {
+                release()
+                throw AcceptError.tls
+            }
+            BIO_set_data(bio, Unmanaged.passUnretained(self).toOpaque())
+            BIO_set_init(bio, 1)
+            SSL_set_bio(ssl, bio, bio)
+            SSL_set_accept_state(ssl)
+            // One read(2) takes every record the socket holds.
+            SSL_set_read_ahead(ssl, 1)
+            // A retried SSL_write may see the same bytes at a new address (evbuffer pullup).
+            _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
+        }
+    }
+
+    deinit {
+        release()
+        evbuffer_free(input)
+        evbuffer_free(output)
+    }
+
+    enum AcceptError: Error { case tls, resources }
+
+    /// Points the (not yet added) events at their owner's context.
+    func attach(context: UnsafeMutableRawPointer) {
+        if let readEvent { event_assign(readEvent, base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.clientIO, context) }
+        if let writeEvent { event_assign(writeEvent, base, fd, Int16(EV_WRITE | EV_PERSIST), Callbacks.clientIO, context) }
+    }
+
+    /// Starts reading (the ClientHello, or the first request). No EV_WRITE:
+    /// nothing is written before the client speaks.
+    func start() {
+        if let readEvent { event_add(readEvent, nil) }
+    }
+
+    var isOpen: Bool { phase == .open }
+
+    // MARK: - Events
+
+    /// EV_READ, EV_WRITE or EV_TIMEOUT fired on the socket.
+    func ready(_ what: Int16) -> TransportReport {
+        switch phase {
+        case .handshake:
+            return handshake()
+        case .open:
+            var report: TransportReport = []
+            if what & Int16(EV_WRITE) != 0 {
+                if readWantsWrite {
+                    readWantsWrite = false
+                    report.formUnion(readAvailable())
+                }
+                report.formUnion(flush())
+            }
+            if what & Int16(EV_READ) != 0, !readPaused, !full, phase == .open {
+                report.formUnion(readAvailable())
+            }
+            return report
+        case .closing:
+            // Still flushing the last response (writable), or the peer spoke (discarded).
+            if what & Int16(EV_READ) != 0, discard() { return finishClose() }
+            return closeWhenFlushed()
+        case .lingering:
+            if what & Int16(EV_TIMEOUT) != 0 || discard() { return finishClose() }
+            return []
+        case .closed:
+            return []
+        }
+    }
+
+    // MARK: - Handshake
+
+    private func handshake() -> TransportReport {
+        guard let ssl else { return [] }
+        ERR_clear_error()
+        let rc = SSL_do_handshake(ssl)
+        if rc == 1 {
+            phase = .open
+            disarmWrite()
+            // The client may have sent its request with its Finished: with
+            // read-ahead it can already sit in OpenSSL's buffer, where epoll
+            // would never report it.
+            var report: TransportReport = [.handshakeDone]
+            if !readPaused, !full { report.formUnion(readAvailable()) }
+            return report
+        }
+        switch SSL_get_error(ssl, rc) {
+        case SSL_ERROR_WANT_READ:
+            disarmWrite()
+            return []
+        case SSL_ERROR_WANT_WRITE:
+            armWrite()
+            return []
+        default:
+            // The owner reads the SSL's refusal, then aborts.
+            while case let code = ERR_get_error(), code != 0 { failureCodes.append(code) }
+            phase = .closing
+            disarmWrite()
+            return [.handshakeFailed]
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Reads until the socket is drained, a single transfer's worth arrived,
+    /// or `readHighWater` bytes wait unconsumed.
+    private func readAvailable() -> TransportReport {
+        var total = 0
+        var gone = false
+        reading: while total < ProxyBuffers.singleTransfer, input.evLength < ProxyBuffers.readHighWater {
+            var vec = iovec()
+            guard evbuffer_reserve_space(input, ProxyBuffers.readChunk, &vec, 1) == 1 else {
+                gone = true
+                break
+            }
+            let want = min(vec.iov_len, ProxyBuffers.readChunk)
+            var n = 0
+            if let ssl {
+                ERR_clear_error()
+                guard SSL_read_ex(ssl, vec.iov_base, want, &n) == 1 else {
+                    switch SSL_get_error(ssl, 0) {
+                    case SSL_ERROR_WANT_READ: break
+                    case SSL_ERROR_WANT_WRITE: readWantsWrite = true; armWrite()
+                    default: gone = true   // close_notify, FIN, or a TLS error
+                    }
+                    break reading
+                }
+            } else {
+                n = Glibc.read(fd, vec.iov_base, want)
+                if n <= 0 {
+                    if n < 0, errno == EINTR { continue }
+                    if n == 0 || errno != EAGAIN { gone = true }
+                    break
+                }
+                lastReadShort = n < want
+            }
+            vec.iov_len = n
+            evbuffer_commit_space(input, &vec, 1)
+            total += n
+            // Records OpenSSL still holds come first; after them, a short
+            // socket read means the socket is empty (no EAGAIN read needed).
+            if let ssl, SSL_has_pending(ssl) == 1 { continue }
+            if lastReadShort { break }
+        }
+        if !gone {
+            if input.evLength >= ProxyBuffers.readHighWater {
+                // Until the owner has consumed some (`inputConsumed`).
+                full = true
+                if let readEvent { event_del(readEvent) }
+            } else if let ssl, SSL_has_pending(ssl) == 1, let readEvent {
+                // A single transfer's worth read; records OpenSSL holds would
+                // not wake epoll: next turn.
+                event_active(readEvent, Int32(EV_READ), 1)
+            }
+        }
+        var report: TransportReport = total > 0 ? [.readable] : []
+        if gone { report.insert(.peerGone) }
+        return report
+    }
+
+    /// Stops reading until `resumeReading` (backpressure from the backend).
+    func pauseReading() {
+        guard !readPaused else { return }
+        readPaused = true
+        if phase == .open || phase == .handshake, !full, let readEvent { event_del(readEvent) }
+    }
+
+    func resumeReading() {
+        guard readPaused else { return }
+        readPaused = false
+        rearmRead()
+    }
+
+    /// The owner took bytes out of `input`: reading goes on if it had stopped
+    /// at the high watermark.
+    func inputConsumed() {
+        guard full, input.evLength < ProxyBuffers.readHighWater else { return }
+        full = false
+        rearmRead()
+    }
+
+    private func rearmRead() {
+        guard !readPaused, !full, phase == .open || phase == .handshake, let readEvent else { return }
+        event_add(readEvent, nil)
+        // Records OpenSSL already read from the socket would not wake epoll.
+        if let ssl, SSL_has_pending(ssl) == 1 { event_active(readEvent, Int32(EV_READ), 1) }
+    }
+
+    // MARK: - Writing
+
+    /// Writes what `output` holds, as far as the socket takes it now.
+    /// `.writable` when something was written and at most the low watermark
+    /// is left: a producer paused for this client may go on.
+    func flush() -> TransportReport {
+        guard phase == .open || phase == .closing else { return [] }
+        let before = output.evLength
+        let report = write()
+        if report.isEmpty, phase == .open, output.evLength < before, output.evLength <= ProxyBuffers.writeLowWater {
+            return [.writable]
+        }
+        return report
+    }
+
+    private func write() -> TransportReport {
+        while output.evLength > 0 {
+            if let ssl {
+                let n = min(output.evLength, Self.recordBytes)
+                guard let bytes = evbuffer_pullup(output, n) else { return failWrite() }
+                ERR_clear_error()
+                var written = 0
+                if SSL_write_ex(ssl, bytes, n, &written) == 1 {
+                    evbuffer_drain(output, written)
+                    continue
+                }
+                switch SSL_get_error(ssl, 0) {
+                case SSL_ERROR_WANT_WRITE, SSL_ERROR_WANT_READ:
+                    armWrite()
+                    return []
+                default:
+                    return failWrite()
+                }
+            } else {
+                let n = evbuffer_write_atmost(output, fd, ProxyBuffers.singleTransfer)
+                if n > 0 { continue }
+                if n < 0, errno == EINTR { continue }
+                if n < 0, errno == EAGAIN {
+                    armWrite()
+                    return []
+                }
+                return failWrite()
+            }
+        }
+        disarmWrite()
+        return []
+    }
+
+    private func failWrite() -> TransportReport {
+        abort()
+        return [.peerGone]
+    }
+
+    private func armWrite() {
+        guard !writeArmed, let writeEvent else { return }
+        writeArmed = true
+        event_add(writeEvent, nil)
+    }
+
+    private func disarmWrite() {
+        guard writeArmed, let writeEvent else { return }
+        writeArmed = false
+        event_del(writeEvent)
+    }
+
+    // MARK: - Ending
+
+    /// The graceful end: the queued output is written, then (TLS) close_notify,
+    /// then FIN; with `linger`, what the client still sends is read and
+    /// discarded for a bounded time before the socket closes. Reports
+    /// `.closed` now or from a later `ready`.
+    func shutdown(linger: Bool) -> TransportReport {
+        switch phase {
+        case .handshake:
+            abort()
+            return [.closed]
+        case .open:
+            phase = .closing
+            wantsLinger = linger || input.evLength > 0
+            evbuffer_drain(input, input.evLength)
+            // Keep reading: the peer's data is discarded, its FIN ends the wait.
+            if readPaused || full, let readEvent {
+                readPaused = false
+                full = false
+                event_add(readEvent, nil)
+            }
+            return closeWhenFlushed()
+        case .closing, .lingering, .closed:
+            return []
+        }
+    }
+
+    private var wantsLinger = false
+
+    private func closeWhenFlushed() -> TransportReport {
+        if phase == .closed { return [.closed] }
+        _ = write()
+        if phase == .closed { return [.closed] }
+        guard output.evLength == 0 else { return [] }
+        if let ssl, SSL_is_init_finished(ssl) == 1 {
+            ERR_clear_error()
+            // Best effort: a full socket here means the client is not reading.
+            _ = SSL_shutdown(ssl)
+        }
+        guard wantsLinger else { return finishClose() }
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        phase = .lingering
+        disarmWrite()
+        if let readEvent {
+            var tv = timeval(seconds: Self.lingerSeconds)
+            event_add(readEvent, &tv)
+        }
+        return []
+    }
+
+    /// Reads and drops what the peer sends; true once it closed or sent too much.
+    private func discard() -> Bool {
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return withUnsafeMutableBytes(of: &scratch) { buf in
+            while true {
+                let n = Glibc.read(fd, buf.baseAddress, buf.count)
+                if n > 0 {
+                    lingerBytes += n
+                    if lingerBytes > Self.lingerLimit { return true }
+                    continue
+                }
+                if n < 0, errno == EINTR { continue }
+                return n == 0 || errno != EAGAIN
+            }
+        }
+    }
+
+    private func finishClose() -> TransportReport {
+        release()
+        return [.closed]
+    }
+
+    /// Ends the connection now: no close_notify, and a plain connection is
+    /// reset, so a cut-off response never looks complete.
+    func abort() {
+        guard phase != .closed else { return }
+        if ssl == nil {
+            var hard = linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+        }
+        release()
+    }
+
+    /// Frees everything once; the socket is closed.
+    private func release() {
+        if phase == .closed, readEvent == nil { return }
+        phase = .closed
+        if let readEvent { event_free(readEvent) }
+        if let writeEvent { event_free(writeEvent) }
+        readEvent = nil
+        writeEvent = nil
+        writeArmed = false
+        if let ssl { SSL_free(ssl) }
+        Glibc.close(fd)
+        evbuffer_drain(input, input.evLength)
+        evbuffer_drain(output, output.evLength)
+    }
+
+    /// The socket BIO's read and write, called by OpenSSL from SSL_* calls above.
+    fileprivate func socketRead(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer, count)
+            if n >= 0 {
+                lastReadShort = n < count
+                return n
+            }
+            if errno == EINTR { continue }
+            lastReadShort = true
+            return -1
+        }
+    }
+
+    fileprivate func socketWrite(_ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+        while true {
+            let n = Glibc.write(fd, buffer, count)
+            if n >= 0 || errno != EINTR { return n }
+        }
+    }
+}
+
+/// A socket BIO of our own: the same read(2) and write(2) as OpenSSL's, but
+/// it tells the transport when a read came back short (the socket is empty),
+/// which OpenSSL's own socket BIO cannot.
+enum SocketBIO {
+    /// Written once (Swift's lazy static initialization is thread-safe), then
+    /// only read by OpenSSL, from any worker.
+    nonisolated(unsafe) static let method: OpaquePointer = {
+        let m = BIO_meth_new(BIO_get_new_index() | Int32(BIO_TYPE_SOURCE_SINK), "gatehouse-socket")!
+        _ = BIO_meth_set_read_ex(m, Callbacks.bioRead)
+        _ = BIO_meth_set_write_ex(m, Callbacks.bioWrite)
+        _ = BIO_meth_set_ctrl(m, Callbacks.bioControl)
+        return m
+    }()
+
+    static func read(_ bio: OpaquePointer, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ done: inout Int) -> Int32 {
+        BIO_clear_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_WRITE | BIO_FLAGS_IO_SPECIAL | BIO_FLAGS_SHOULD_RETRY))
+        guard let data = BIO_get_data(bio) else { return 0 }
+        let transport = Unmanaged<ClientTransport>.fromOpaque(data).takeUnretainedValue()
+        let n = transport.socketRead(buffer, count)
+        if n > 0 {
+            done = n
+            return 1
+        }
+        if n < 0, errno == EAGAIN { BIO_set_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_SHOULD_RETRY)) }
+        return 0
+    }
+
+    static func write(_ bio: OpaquePointer, _ buffer: UnsafeRawPointer, _ count: Int, _ done: inout Int) -> Int32 {
+        BIO_clear_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_WRITE | BIO_FLAGS_IO_SPECIAL | BIO_FLAGS_SHOULD_RETRY))
+        guard let data = BIO_get_data(bio) else { return 0 }
+        let transport = Unmanaged<ClientTransport>.fromOpaque(data).takeUnretainedValue()
+        let n = transport.socketWrite(buffer, count)
+        if n > 0 {
+            done = n
+            return 1
+        }
+        if n < 0, errno == EAGAIN { BIO_set_flags(bio, Int32(BIO_FLAGS_WRITE | BIO_FLAGS_SHOULD_RETRY)) }
+        return 0
+    }
+
+    /// Only FLUSH matters to the SSL layer (writes are unbuffered).
+    static func control(_ command: Int32) -> Int {
+        command == BIO_CTRL_FLUSH ? 1 : 0
+    }
+}
