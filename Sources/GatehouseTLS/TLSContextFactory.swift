@@ -6,7 +6,7 @@ public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Builds one SSL_CTX per named profile. Certificates are not part of these
-/// contexts: they are applied per connection in the ClientHello callback, so
+/// contexts: they are applied per connection in the certificate callback, so
 /// start-up cost does not grow with the number of domains.
 enum TLSContextFactory {
     /// Options every profile shares. SSLv2/3 are gone from OpenSSL 3 and below

@@ -6,7 +6,8 @@ import GatehouseLog
 /// The TLS side of one configuration snapshot: a context per profile, the
 /// domains' credentials, and the SNI → domain selection run in OpenSSL's
 /// ClientHello callback (the servername callback runs after the protocol
-/// version is fixed, too late to pick a profile).
+/// version is fixed, too late to pick a profile). The certificate is installed
+/// later, in the certificate callback, which resumed handshakes skip.
 public final class TLSServer: @unchecked Sendable {
     // @unchecked: every field is immutable after init, and OpenSSL allows
     // concurrent SSL_new/handshakes on a fully configured SSL_CTX.
@@ -52,6 +53,8 @@ public final class TLSServer: @unchecked Sendable {
         }
         self.defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
         TLSCallbacks.installClientHello(on: baseContext, server: self)
+        // On every context: SSL_set_SSL_CTX replaces the connection's callback with the new context's.
+        for ctx in contexts.values { TLSCallbacks.installCertificate(on: ctx, server: self) }
     }
 
     deinit {
@@ -111,12 +114,6 @@ public final class TLSServer: @unchecked Sendable {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
-        // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
-        // signature algorithms allow. Empty: the files failed (logged once).
-        let credentials = store.credentials(for: id)
-        guard !credentials.isEmpty else {
-            return .refuse(alert: Int32(SSL_AD_HANDSHAKE_FAILURE))
-        }
         // A listener's SNI fallback profile applies only to clients that sent no
         // name at all; every name keeps its own domain's profile.
         var profileName = domain.profile
@@ -133,15 +130,29 @@ public final class TLSServer: @unchecked Sendable {
         }
         _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
         _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
-        for c in credentials where !c.apply(to: ssl) {
-            Log.error("\(domain.file): certificate: cannot be used for a handshake: \(opensslErrorString())")
-            return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR))
-        }
         _ = sessionIDContext.withUnsafeBufferPointer {
             SSL_set_session_id_context(ssl, $0.baseAddress, UInt32($0.count))
         }
         SSL_set_ex_data(ssl, TLSCallbacks.domainIndex, UnsafeMutableRawPointer(bitPattern: id + 1))
         return .selected(id)
+    }
+
+    enum Certificate { case installed, unavailable, failed }
+
+    /// Runs in the certificate callback, after `select` and only on full
+    /// handshakes: a resumption authenticates with the PSK (RFC 8446 §2.2), so
+    /// the certificate is neither loaded nor installed for it.
+    func installCertificate(ssl: OpaquePointer) -> Certificate {
+        guard let id = Self.selectedDomain(of: ssl) else { return .failed }
+        // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
+        // signature algorithms allow. Empty: the files failed (logged once).
+        let credentials = store.credentials(for: id)
+        guard !credentials.isEmpty else { return .unavailable }
+        for c in credentials where !c.apply(to: ssl) {
+            Log.error("\(domains[id].file): certificate: cannot be used for a handshake: \(opensslErrorString())")
+            return .failed
+        }
+        return .installed
     }
 
     /// SHA-256 of the primary name and the profile the session was made
