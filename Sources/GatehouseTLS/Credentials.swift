@@ -39,7 +39,7 @@ public final class Credentials: @unchecked Sendable {
         return String(cString: name)
     }
 
-    /// Puts this chain and key on one connection (called in the ClientHello callback).
+    /// Puts this chain and key on one connection (called in the certificate callback).
     func apply(to ssl: OpaquePointer) -> Bool {
         SSL_use_cert_and_key(ssl, leaf, key, chain, 1) == 1
     }

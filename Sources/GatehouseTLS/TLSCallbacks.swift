@@ -19,6 +19,11 @@ enum TLSCallbacks {
         SSL_CTX_set_client_hello_cb(ctx, clientHello, Unmanaged.passUnretained(server).toOpaque())
     }
 
+    static func installCertificate(on ctx: OpaquePointer, server: TLSServer) {
+        // Unretained, as for the ClientHello callback.
+        SSL_CTX_set_cert_cb(ctx, certificate, Unmanaged.passUnretained(server).toOpaque())
+    }
+
     static func installTicketKeys(on ctx: OpaquePointer, keys: TicketKeys) {
         // Unretained: the TLSServer owning the context keeps the keys alive.
         SSL_CTX_set_ex_data(ctx, ticketKeysIndex, Unmanaged.passUnretained(keys).toOpaque())
@@ -44,6 +49,26 @@ enum TLSCallbacks {
         case .refuse(let code):
             alert?.pointee = code
             SSL_set_ex_data(ssl, refusalIndex, UnsafeMutableRawPointer(bitPattern: Int(code) + 1))
+            return 0
+        }
+    }
+
+    /// Full handshakes only (OpenSSL skips it when a session resumes). Returns
+    /// 1 = go on, 0 = fail with internal_error.
+    private static let certificate: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, arg in
+        guard let ssl, let arg else { return 0 }
+        let server = Unmanaged<TLSServer>.fromOpaque(arg).takeUnretainedValue()
+        switch server.installCertificate(ssl: ssl) {
+        case .installed:
+            return 1
+        case .unavailable:
+            // Going on without a certificate makes OpenSSL itself refuse with
+            // handshake_failure (no signature algorithm, no cipher), the alert
+            // such a domain always got; 0 would send internal_error.
+            SSL_set_ex_data(ssl, refusalIndex, UnsafeMutableRawPointer(bitPattern: Int(SSL_AD_HANDSHAKE_FAILURE) + 1))
+            return 1
+        case .failed:
+            SSL_set_ex_data(ssl, refusalIndex, UnsafeMutableRawPointer(bitPattern: Int(SSL_AD_INTERNAL_ERROR) + 1))
             return 0
         }
     }

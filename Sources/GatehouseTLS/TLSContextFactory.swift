@@ -6,7 +6,7 @@ public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Builds one SSL_CTX per named profile. Certificates are not part of these
-/// contexts: they are applied per connection in the ClientHello callback, so
+/// contexts: they are applied per connection in the certificate callback, so
 /// start-up cost does not grow with the number of domains.
 enum TLSContextFactory {
     /// Options every profile shares. SSLv2/3 are gone from OpenSSL 3 and below
@@ -39,6 +39,10 @@ enum TLSContextFactory {
         guard SSL_CTX_set_ciphersuites(ctx, profile.cipherSuites) == 1 else { throw fail("TLS 1.3 suites") }
         guard gh_ssl_ctx_set1_groups_list(ctx, profile.groups) == 1 else { throw fail("groups") }
         _ = gh_ssl_ctx_set_session_cache_mode(ctx, gh_ssl_sess_cache_server())
+        // RFC 8446 §4.6.1: one TLS 1.3 ticket per full handshake, not OpenSSL's
+        // two (each costs ~6 % of a handshake); a resumption renews it (see
+        // TLSCallbacks.ticketKey). SSL_new copies this from the base context.
+        guard SSL_CTX_set_num_tickets(ctx, 1) == 1 else { throw fail("session tickets") }
         // Idle keep-alive connections should not pin 2 × 16 KB of TLS buffers.
         _ = gh_ssl_ctx_set_mode(ctx, gh_ssl_mode_release_buffers())
         TLSCallbacks.installALPN(on: ctx)

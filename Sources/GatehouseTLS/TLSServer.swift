@@ -6,7 +6,8 @@ import GatehouseLog
 /// The TLS side of one configuration snapshot: a context per profile, the
 /// domains' credentials, and the SNI → domain selection run in OpenSSL's
 /// ClientHello callback (the servername callback runs after the protocol
-/// version is fixed, too late to pick a profile).
+/// version is fixed, too late to pick a profile). The certificate is installed
+/// later, in the certificate callback, which resumed handshakes skip.
 public final class TLSServer: @unchecked Sendable {
     // @unchecked: every field is immutable after init, and OpenSSL allows
     // concurrent SSL_new/handshakes on a fully configured SSL_CTX.
@@ -17,6 +18,9 @@ public final class TLSServer: @unchecked Sendable {
     let domains: [DomainEntry]
     let names: NameIndex
     let defaultDomain: Int?
+    /// The default domain's context under each profile, for a listener's SNI
+    /// fallback profile (clients without SNI reach only the default domain).
+    let defaultDomainContexts: [TLSProfileName: SessionIDContext]
     public let ticketKeys: TicketKeys
     /// Certificates and keys, loaded on first use (bounded cache).
     public let store: CredentialStore
@@ -24,7 +28,8 @@ public final class TLSServer: @unchecked Sendable {
     /// Kept small: there may be 100,000 of them, and a reload briefly holds two sets.
     struct DomainEntry {
         let file: String
-        let primaryName: String
+        /// Of the primary name under `profile`.
+        let sessionIDContext: SessionIDContext
         let profile: TLSProfileName
     }
 
@@ -33,6 +38,24 @@ public final class TLSServer: @unchecked Sendable {
     public init(snapshot: ConfigSnapshot, store: CredentialStore, ticketKeys: TicketKeys) throws(TLSSetupError) {
         precondition(store.count == snapshot.domains.count)
         self.store = store
+        // Before the contexts, which a throw would leak.
+        let maker = try SessionIDContext.Maker()
+        var domains: [DomainEntry] = []
+        domains.reserveCapacity(snapshot.domains.count)
+        for d in snapshot.domains {
+            domains.append(DomainEntry(file: d.file, sessionIDContext: try maker.make(name: d.primaryName, profile: d.tlsProfile),
+                                       profile: d.tlsProfile))
+        }
+        self.domains = domains
+        let defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
+        self.defaultDomain = defaultDomain
+        var defaultDomainContexts: [TLSProfileName: SessionIDContext] = [:]
+        if let defaultDomain {
+            for name in TLSProfileName.allCases {
+                defaultDomainContexts[name] = try maker.make(name: snapshot.domains[defaultDomain].primaryName, profile: name)
+            }
+        }
+        self.defaultDomainContexts = defaultDomainContexts
         var contexts: [TLSProfileName: OpaquePointer] = [:]
         for name in TLSProfileName.allCases {
             do {
@@ -47,11 +70,9 @@ public final class TLSServer: @unchecked Sendable {
         self.ticketKeys = ticketKeys
         for ctx in contexts.values { TLSCallbacks.installTicketKeys(on: ctx, keys: ticketKeys) }
         self.names = snapshot.names
-        self.domains = snapshot.domains.map { d in
-            DomainEntry(file: d.file, primaryName: d.primaryName, profile: d.tlsProfile)
-        }
-        self.defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
         TLSCallbacks.installClientHello(on: baseContext, server: self)
+        // On every context: SSL_set_SSL_CTX replaces the connection's callback with the new context's.
+        for ctx in contexts.values { TLSCallbacks.installCertificate(on: ctx, server: self) }
     }
 
     deinit {
@@ -111,21 +132,17 @@ public final class TLSServer: @unchecked Sendable {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
-        // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
-        // signature algorithms allow. Empty: the files failed (logged once).
-        let credentials = store.credentials(for: id)
-        guard !credentials.isEmpty else {
-            return .refuse(alert: Int32(SSL_AD_HANDSHAKE_FAILURE))
-        }
         // A listener's SNI fallback profile applies only to clients that sent no
         // name at all; every name keeps its own domain's profile.
         var profileName = domain.profile
-        if serverName == nil, let fallback = Self.fallbackProfile(of: ssl) { profileName = fallback }
+        var sessionIDContext = domain.sessionIDContext
+        if serverName == nil, let fallback = Self.fallbackProfile(of: ssl), fallback != profileName {
+            guard let fallbackContext = defaultDomainContexts[fallback] else { return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR)) }
+            profileName = fallback
+            sessionIDContext = fallbackContext
+        }
         let profile = TLSProfile.named(profileName)
         guard let context = contexts[profileName] else { return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR)) }
-        // RFC 5077/8446 resumption is bound to this: a session never resumes on
-        // another domain or under another profile (the class of nginx CVE-2025-23419).
-        let sessionIDContext = Self.sessionIDContext(for: domain.primaryName, profile: profileName)
         if context != baseContext {
             // Brings the profile's cipher list and security level; the version
             // bounds are per-SSL and set below.
@@ -133,28 +150,30 @@ public final class TLSServer: @unchecked Sendable {
         }
         _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
         _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
-        for c in credentials where !c.apply(to: ssl) {
-            Log.error("\(domain.file): certificate: cannot be used for a handshake: \(opensslErrorString())")
-            return .refuse(alert: Int32(SSL_AD_INTERNAL_ERROR))
-        }
-        _ = sessionIDContext.withUnsafeBufferPointer {
-            SSL_set_session_id_context(ssl, $0.baseAddress, UInt32($0.count))
-        }
+        // Resumption is bound to this (RFC 6066 §3, RFC 8446 §4.6.1): a session
+        // never resumes on another domain or under another profile. Set after
+        // the swap, which may copy the new context's (empty) one.
+        sessionIDContext.apply(to: ssl)
         SSL_set_ex_data(ssl, TLSCallbacks.domainIndex, UnsafeMutableRawPointer(bitPattern: id + 1))
         return .selected(id)
     }
 
-    /// SHA-256 of the primary name and the profile the session was made
-    /// under: a session resumes only on the same domain *and* policy (else a
-    /// CBC suite from a fallback-profile session would carry over to the
-    /// domain's own modern policy). Stable across reloads and processes, at
-    /// most SSL_MAX_SID_CTX_LENGTH (32) bytes.
-    static func sessionIDContext(for name: String, profile: TLSProfileName) -> [UInt8] {
-        var digest = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        var bytes = Array(name.utf8) + [0] + Array(profile.rawValue.utf8)
-        _ = EVP_Digest(&bytes, bytes.count, &digest, &length, EVP_sha256(), nil)
-        return digest
+    enum Certificate { case installed, unavailable, failed }
+
+    /// Runs in the certificate callback, after `select` and only on full
+    /// handshakes: a resumption authenticates with the PSK (RFC 8446 §2.2), so
+    /// the certificate is neither loaded nor installed for it.
+    func installCertificate(ssl: OpaquePointer) -> Certificate {
+        guard let id = Self.selectedDomain(of: ssl) else { return .failed }
+        // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
+        // signature algorithms allow. Empty: the files failed (logged once).
+        let credentials = store.credentials(for: id)
+        guard !credentials.isEmpty else { return .unavailable }
+        for c in credentials where !c.apply(to: ssl) {
+            Log.error("\(domains[id].file): certificate: cannot be used for a handshake: \(opensslErrorString())")
+            return .failed
+        }
+        return .installed
     }
 }
 
