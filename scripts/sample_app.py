@@ -23,6 +23,8 @@ Endpoints (HEAD works everywhere and sends no body):
   /chunked/N                  the same N bytes, chunked, in irregular chunk sizes
   /sleep/MS                   waits MS milliseconds, then 200
   /status/CODE                answers CODE (204 and 304 without a body)
+  /ws                         WebSocket handshake, then echoes the tunnel's bytes (?sink:
+                              keeps them; /_requests then shows tunnel_bytes)
   /hop                        answers with hop-by-hop and HSTS fields the proxy must
                               strip or replace
   /early-hints                a 103 Early Hints (Link) first, then 200 "hinted"
@@ -447,16 +449,25 @@ class Connection:
                            "Sec-WebSocket-Accept: %s\r\nX-Seen-Connection: %s\r\n\r\n"
                            % (accept, ",".join(req.header("connection")))).encode())
         self.log("%s %s -> 101 (conn %d): tunnel" % (req.method, req.target, self.conn_id))
-        if self.buf:
+        sink = "sink" in req.target
+        total = len(self.buf)
+        if self.buf and not sink:
             self.sock.sendall(bytes(self.buf))
-            self.buf.clear()
-        while True:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ClientGone()
-            if data == b"close-from-backend":
-                raise ClientGone()
-            self.sock.sendall(data)
+        self.buf.clear()
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ClientGone()
+                if data == b"close-from-backend":
+                    raise ClientGone()
+                total += len(data)
+                if not sink:
+                    self.sock.sendall(data)
+        finally:
+            # For tests: how many tunnel bytes arrived (?sink: none echoed).
+            if self.log_entry is not None:
+                _update_request(self.log_entry, tunnel_bytes=total)
 
     @staticmethod
     def _irregular_chunks(n):

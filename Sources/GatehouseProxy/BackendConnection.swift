@@ -33,6 +33,8 @@ final class BackendConnection {
     /// A write failed inside `send()`; reported from the event loop, never
     /// from inside the caller.
     private var pendingError = false
+    /// Set while flushing after the client left a tunnel (see `closeAfterFlush`).
+    private var closingAfterFlush: Unmanaged<BackendConnection>?
 
     private init(fd: Int32, poolKey: String) {
         self.fd = fd
@@ -93,8 +95,30 @@ final class BackendConnection {
         if connected, !closed, let readEvent { event_add(readEvent, nil) }
     }
 
+    /// The client left a tunnel: what it sent is written, then the
+    /// connection closes (within `timeout` seconds). It keeps itself alive
+    /// meanwhile, since nobody else holds it.
+    func closeAfterFlush(timeout: Double) {
+        client = nil
+        guard !closed, connected, output.evLength > 0, !pendingError else { return close() }
+        closingAfterFlush = Unmanaged.passRetained(self)
+        pauseRead()
+        if let writeEvent {
+            var tv = timeval(seconds: timeout)
+            writeArmed = true
+            event_add(writeEvent, &tv)
+        }
+    }
+
     /// EV_READ and/or EV_WRITE fired.
     func ready(_ what: Int16) {
+        if closingAfterFlush != nil {
+            if what & Int16(EV_TIMEOUT) == 0, what & Int16(EV_WRITE) != 0, !pendingError {
+                flush()
+                if output.evLength > 0, !pendingError { return }
+            }
+            return close()
+        }
         if what & Int16(EV_WRITE) != 0 {
             if pendingError { return fail(eof: false) }
             if !connected {
@@ -177,6 +201,7 @@ final class BackendConnection {
             }
             break
         }
+        if closingAfterFlush != nil { return }   // its timed write event stays
         if output.evLength > 0 { armWrite() } else { disarmWrite() }
     }
 
@@ -218,6 +243,9 @@ final class BackendConnection {
         readEvent = nil
         writeEvent = nil
         Glibc.close(fd)
+        let keeper = closingAfterFlush
+        closingAfterFlush = nil
+        keeper?.release()
     }
 }
 

@@ -157,6 +157,14 @@ final class ClientConnection {
         if report.contains(.readable), transport.isOpen { clientReadable() }
         if report.contains(.writable), transport.isOpen { clientWritable() }
         if report.contains(.peerGone) || transport.phase == .closed {
+            if state == .tunnel, transport.isOpen, let backend = exchange?.backend {
+                // The client ended the upgraded connection: what it sent
+                // still reaches the backend, then that side closes too.
+                pumpTunnel()
+                exchange?.backend = nil
+                backend.closeAfterFlush(timeout: runtime.snapshot.timeouts.idle)
+                return beginClosing()
+            }
             // The client is gone. Abort whatever is in flight; the backend
             // connection cannot be reused mid-exchange.
             if state != .closing { close() }
@@ -454,7 +462,9 @@ final class ClientConnection {
                 return
             }
             worker.stats.add(backend.connected ? .backendResetErrors : .backendConnectErrors)
-            failExchange(status: 502, reason: "backend \(ex.route.domain.backend) closed the connection before responding")
+            failExchange(status: 502, reason: backend.connected
+                ? "backend \(ex.route.domain.backend) closed the connection before responding"
+                : "cannot connect to backend \(ex.route.domain.backend)")
         } else {
             // Mid-body: the client's response is truncated; closing is the only honest signal.
             Log.warning("backend \(ex.route.domain.backend) closed mid-response")
@@ -605,7 +615,9 @@ final class ClientConnection {
             }
         }
         resumeClientRead()
-        guard ex.clientKeepAlive, state == .forwarding else {
+        // Draining: a response that started before SIGTERM promised
+        // keep-alive, but the connection still ends with it.
+        guard ex.clientKeepAlive, state == .forwarding, !worker.draining else {
             beginClosing()
             return
         }
@@ -691,7 +703,9 @@ final class ClientConnection {
         respondLocally(status: status, close: true)
     }
 
-    private func respondLocally(status: Int, close: Bool) {
+    private func respondLocally(status: Int, close requested: Bool) {
+        // While draining, every response is the connection's last.
+        let close = requested || worker.draining
         worker.stats.countResponse(status: status)
         var sink = EvbufferSink(buffer: output)
         let route = listener.scheme == .https ? localRoute() : nil
@@ -754,15 +768,12 @@ final class ClientConnection {
         r?.release()
     }
 
-    /// Draining: a connection between requests is closed now (with
-    /// close_notify); one in the middle of a request finishes it first.
-    func closeIfIdle() {
-        guard state == .readingHead || state == .handshake, input.evLength == 0 else { return }
-        switch clock.phase {
-        case .idle, .firstRequest: beginClosing()
-        case .handshake: close()
-        default: break
-        }
+    /// SIGTERM: a keep-alive connection between requests (it was served)
+    /// closes now, with close_notify. Every other one is in flight: one in its
+    /// handshake or before its first request may already carry a request a
+    /// TCP balancer cannot retry, so it is served, with `Connection: close`.
+    func drain() {
+        if state == .readingHead, clock.phase == .idle, input.evLength == 0 { beginClosing() }
         flushOutput()
     }
 

@@ -145,11 +145,18 @@ final class ClientTransport {
             }
             return report
         case .closing:
-            // Still flushing the last response (writable), or the peer spoke (discarded).
-            if what & Int16(EV_READ) != 0, discard() { return finishClose() }
+            // Still flushing the last response. What the peer sends is
+            // dropped; its FIN may be a half-close, so the flush goes on.
+            if what & Int16(EV_READ) != 0 {
+                switch discard() {
+                case .more: break
+                case .ended: if let readEvent { event_del(readEvent) }
+                case .failed: return finishClose()
+                }
+            }
             return closeWhenFlushed()
         case .lingering:
-            if what & Int16(EV_TIMEOUT) != 0 || discard() { return finishClose() }
+            if what & Int16(EV_TIMEOUT) != 0 || discard() != .more { return finishClose() }
             return []
         case .closed:
             return []
@@ -167,9 +174,10 @@ final class ClientTransport {
             disarmWrite()
             // The client may have sent its request with its Finished: with
             // read-ahead it can already sit in OpenSSL's buffer, where epoll
-            // would never report it.
+            // would never report it. Otherwise no read now: a read reserves
+            // an input chain, which an idle connection would keep.
             var report: TransportReport = [.handshakeDone]
-            if !readPaused, !full { report.formUnion(readAvailable()) }
+            if !readPaused, !full, SSL_has_pending(ssl) == 1 { report.formUnion(readAvailable()) }
             return report
         }
         switch SSL_get_error(ssl, rc) {
@@ -389,19 +397,22 @@ final class ClientTransport {
         return []
     }
 
-    /// Reads and drops what the peer sends; true once it closed or sent too much.
-    private func discard() -> Bool {
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        return withUnsafeMutableBytes(of: &scratch) { buf in
+    enum Discarded { case more, ended, failed }
+
+    /// Reads and drops what the peer sends: `.ended` at its FIN, `.failed` on
+    /// an error or past `lingerLimit`.
+    private func discard() -> Discarded {
+        withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 16) { buf in
             while true {
                 let n = Glibc.read(fd, buf.baseAddress, buf.count)
                 if n > 0 {
                     lingerBytes += n
-                    if lingerBytes > Self.lingerLimit { return true }
+                    if lingerBytes > Self.lingerLimit { return .failed }
                     continue
                 }
-                if n < 0, errno == EINTR { continue }
-                return n == 0 || errno != EAGAIN
+                if n == 0 { return .ended }
+                if errno == EINTR { continue }
+                return errno == EAGAIN ? .more : .failed
             }
         }
     }

@@ -51,6 +51,32 @@ final class Listener {
         worker.accept(fd: fd, address: address.map { UnsafePointer($0) }, listener: self)
     }
 
+    /// Takes every connection waiting in the kernel's accept queue, as the
+    /// loop would have (closing the socket would reset them: a TCP balancer
+    /// has already forwarded their bytes and cannot retry).
+    func acceptQueued() {
+        guard let handle else { return }
+        let listenFD = evconnlistener_get_fd(handle)
+        while true {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.accept(listenFD, $0, &length)
+                }
+            }
+            if fd < 0 {
+                if errno == EINTR { continue }
+                return   // EAGAIN: the queue is empty
+            }
+            _ = evutil_make_socket_nonblocking(fd)
+            _ = evutil_make_socket_closeonexec(fd)
+            withUnsafeMutablePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { accepted(fd: fd, address: $0) }
+            }
+        }
+    }
+
     func acceptFailed() {
         let err = errno
         // EMFILE/ENFILE: back off instead of spinning on a full descriptor table.

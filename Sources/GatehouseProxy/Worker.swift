@@ -70,27 +70,37 @@ public final class Worker {
         accessLog?.flush()
     }
 
+    /// A new connection (while draining: one that was in the accept queue).
     func accept(fd: Int32, address: UnsafePointer<sockaddr>?, listener: Listener) {
-        guard !draining else {
-            Glibc.close(fd)
-            return
-        }
         let peer = address.map { SocketAddress.numericHost($0) } ?? Array("-".utf8)
         if listener.settings.proxyProtocol {
             let reader = ProxyHeaderReader(worker: self, fd: fd, listener: listener, peer: peer)
             pendingHeaders[ObjectIdentifier(reader)] = reader
             reader.start(timeout: runtime.snapshot.timeouts.handshake)
+            pauseIfFull()
         } else {
             admit(fd: fd, client: peer, listener: listener)
+        }
+    }
+
+    /// Connections still reading their PROXY header count too.
+    private var inFlight: Int { connections.count + pendingHeaders.count }
+
+    private func pauseIfFull() {
+        // Accept resumes when connections close; the kernel backlog holds the rest.
+        if inFlight >= runtime.snapshot.limits.maxConnections {
+            for l in listeners { l.pause() }
         }
     }
 
     func proxyHeaderDone(_ reader: ProxyHeaderReader, fd: Int32, client: [UInt8]?) {
         pendingHeaders[ObjectIdentifier(reader)] = nil
         if let client, fd >= 0 {
-            if draining { Glibc.close(fd) } else { admit(fd: fd, client: client, listener: reader.listener) }
+            // Draining too: the balancer already sent this client's bytes.
+            admit(fd: fd, client: client, listener: reader.listener)
         } else {
             stats.add(.proxyHeaderErrors)
+            resumeIfRoom()
         }
     }
 
@@ -118,10 +128,7 @@ public final class Worker {
             Log.error("cannot set up accepted connection: \(error)")
             return
         }
-        if connections.count >= runtime.snapshot.limits.maxConnections {
-            // Accept resumes when connections close; the kernel backlog holds the rest.
-            for l in listeners { l.pause() }
-        }
+        pauseIfFull()
     }
 
     func connectionClosed(_ conn: ClientConnection) {
@@ -130,12 +137,20 @@ public final class Worker {
             perClient[key] = n <= 1 ? nil : n - 1
         }
         stats.setOpenConnections(connections.count)
-        if !draining, connections.count < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {
+        resumeIfRoom()
+    }
+
+    /// A connection (or a PROXY header reader) ended.
+    private func resumeIfRoom() {
+        if !draining, inFlight < runtime.snapshot.limits.maxConnections, monotonicNow() >= acceptPausedUntil {
             for l in listeners { l.resume() }
         }
-        if draining && connections.isEmpty {
-            event_base_loopbreak(base)
-        }
+        finishDrainIfDone()
+    }
+
+    /// The loop ends once draining and nothing is left in flight.
+    private func finishDrainIfDone() {
+        if draining, inFlight == 0 { event_base_loopbreak(base) }
     }
 
     func pauseAccepting() {
@@ -148,7 +163,7 @@ public final class Worker {
         pool.expire(now: now)
         accessLog?.flush()
         if !draining, acceptPausedUntil > 0, now >= acceptPausedUntil,
-           connections.count < runtime.snapshot.limits.maxConnections {
+           inFlight < runtime.snapshot.limits.maxConnections {
             acceptPausedUntil = 0
             for l in listeners { l.resume() }
         }
@@ -169,15 +184,21 @@ public final class Worker {
         accessLog?.reopen()
     }
 
-    /// Stops accepting; the loop ends when the open connections have finished.
+    /// SIGTERM: connections the kernel already completed (the accept queue)
+    /// are taken and served, then the listeners close; idle keep-alive
+    /// connections close now, the rest after their response. The loop ends
+    /// when nothing is left in flight (or at the drain deadline).
     public func beginDrain() {
         draining = true
         accessLog?.flush()
-        for l in listeners { l.close() }
+        for l in listeners {
+            l.acceptQueued()
+            l.close()
+        }
         listeners.removeAll()
         pool.closeAll()
-        for conn in Array(connections.values) { conn.closeIfIdle() }
-        if connections.isEmpty { event_base_loopbreak(base) }
+        for conn in Array(connections.values) { conn.drain() }
+        finishDrainIfDone()
     }
 
     public func stop() {

@@ -26,6 +26,7 @@ public final class Server {
     private var runtime: ProxyRuntime?
     private let notify = SystemdNotify()
     private var reloads = (succeeded: 0, failed: 0)
+    private var preloader: Preloader?
     /// Activated (from worker threads) when a worker's loop returns.
     private var workerDoneEvent: OpaquePointer?
 
@@ -77,9 +78,10 @@ public final class Server {
         let listening = snapshot.listeners.map { "\($0.proto.rawValue)://\($0.address)" }.joined(separator: " ")
         Log.info("ready: \(snapshot.domains.count) domains, \(count) worker\(count == 1 ? "" : "s"), listening on \(listening)")
         notify.send("READY=1", status(snapshot))
-        Self.preloadInBackground(runtime.tls.store)
+        preloadInBackground(runtime.tls.store)
         event_base_dispatch(control)
         for w in workers { w.join() }
+        preloader?.stop()
         Log.info("stopped")
     }
 
@@ -151,25 +153,19 @@ public final class Server {
             reloads.succeeded += 1
             Log.info("reloaded: \(next.snapshot.domains.count) domains")
             notify.send("READY=1", status(next.snapshot))
-            Self.preloadInBackground(next.tls.store)
+            preloadInBackground(next.tls.store)
         }
         metrics?.reloads = reloads
     }
 
-    /// Certificates are loaded on first use; this thread loads them right after
+    /// Certificates are loaded on first use; a thread loads them right after
     /// start or reload (up to the cache size), so problems are logged at once
-    /// and first visitors do not wait. The workers never wait for it.
-    static func preloadInBackground(_ store: CredentialStore) {
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(store).toOpaque()
-        if pthread_create(&thread, nil, { arg in
-            Unmanaged<CredentialStore>.fromOpaque(arg!).takeRetainedValue().preload()
-            return nil
-        }, context) == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<CredentialStore>.fromOpaque(context).release()
-        }
+    /// and first visitors do not wait. The workers never wait for it. A new
+    /// preload stops the previous one; the process joins it before exiting,
+    /// since OpenSSL's exit handlers must not run under a thread parsing keys.
+    private func preloadInBackground(_ store: CredentialStore) {
+        preloader?.stop()
+        preloader = Preloader(store: store)
     }
 
     /// Listeners, worker count and the metrics address are bound at start;
@@ -302,5 +298,35 @@ enum ServerCallbacks {
         let w = Unmanaged<WorkerThread>.fromOpaque(ctx!).takeUnretainedValue()
         Log.warning("worker \(w.worker.workerIndex): drain timeout, closing \(w.worker.openConnections) connections")
         w.worker.stop()
+    }
+}
+
+/// One background certificate preload: a joinable thread that stops between
+/// two domains when asked.
+final class Preloader: Sendable {
+    let store: CredentialStore
+    let cancelled = Atomic<Bool>(false)
+    private let thread = Mutex<pthread_t?>(nil)
+
+    init(store: CredentialStore) {
+        self.store = store
+        var handle = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        if pthread_create(&handle, nil, { arg in
+            let job = Unmanaged<Preloader>.fromOpaque(arg!).takeRetainedValue()
+            job.store.preload(until: { job.cancelled.load(ordering: .relaxed) })
+            return nil
+        }, context) == 0 {
+            thread.withLock { $0 = handle }
+        } else {
+            Unmanaged<Preloader>.fromOpaque(context).release()
+        }
+    }
+
+    /// Asks the thread to stop and waits for it (at most one domain's load).
+    func stop() {
+        cancelled.store(true, ordering: .relaxed)
+        guard let handle = thread.withLock({ slot in defer { slot = nil }; return slot }) else { return }
+        pthread_join(handle, nil)
     }
 }

@@ -156,8 +156,10 @@ public final class CredentialStore: Sendable {
     /// Loads the first `capacity` domains (in file order) that are not loaded
     /// yet, logging every problem: a broken certificate shows up in the log
     /// seconds after start or reload, not at some visitor's first handshake.
-    public func preload() {
+    /// `until`: checked before each domain; true stops the preload.
+    public func preload(until cancelled: () -> Bool = { false }) {
         for id in 0 ..< min(domains.count, capacity) {
+            if cancelled() { return }
             let needed = state.withLock { s -> Bool in
                 switch s.slots[id] {
                 case .unloaded: return true

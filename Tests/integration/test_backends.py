@@ -28,6 +28,10 @@ class BackendTests(GatehouseCase):
                 self.assertEqual(r.body, b"502 Bad Gateway\n")
                 self.assertHSTS(r, HSTS)
                 self.assertLess(elapsed, 1.5, "refused connection should fail fast")
+        # A refused connect is logged as one, not as a backend that hung up.
+        log = self.env.gatehouse.stderr()
+        self.assertIn("cannot connect to backend 127.0.0.1:", log)
+        self.assertNotIn("closed the connection before responding", log)
 
     def test_client_connection_survives_502(self):
         with HTTPClient.tls(self.port, "dead.test") as c:

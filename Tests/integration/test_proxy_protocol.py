@@ -189,3 +189,27 @@ class PerClientDefaultTests(GatehouseCase):
             for s in held:
                 s.close()
         self.assertNotIn("per_client_limit", self.env.gatehouse.stderr())
+
+
+class PendingHeaderCountTests(GatehouseCase):
+    """A connection still reading its PROXY header counts in max_connections."""
+
+    @classmethod
+    def setUpEnv(cls, env):
+        env.domain("a.toml", ["a.test"], env.backend("A"))
+        cls.http_pp = env.listener("http")
+        env.listeners[-1]["proxy_protocol"] = True
+        env.start(workers=1, limits={"max_connections": 1}, timeouts={"handshake": 10})
+
+    def test_second_connection_waits_while_the_first_sends_no_header(self):
+        first = socket.create_connection(("127.0.0.1", self.http_pp), timeout=5)
+        time.sleep(0.3)
+        second = socket.create_connection(("127.0.0.1", self.http_pp), timeout=5)
+        second.sendall(v1("192.0.2.1", family="TCP4") + b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        second.settimeout(0.7)
+        with self.assertRaises(socket.timeout):
+            second.recv(4096)     # still in the accept queue
+        first.close()
+        second.settimeout(5)
+        self.assertTrue(second.recv(4096).startswith(b"HTTP/1.1 301 "))
+        second.close()
