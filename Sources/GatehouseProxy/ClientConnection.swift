@@ -28,22 +28,27 @@ final class ClientConnection {
 
     private var clock: ConnectionClock
     private var state: State = .handshake
-    private var parser: RequestHeadParser
-    /// Reused for every exchange: their field buffers are then allocated once
-    /// per connection, not per request.
-    private var responseParser: ResponseHeadParser
-    private var upstreamHeadBuffer = ByteArraySink()
-    private var exchange: Exchange?
+    /// The request in progress (parsers, exchange, access record), nil while
+    /// idle: taken from the worker's pool at a request's first byte.
+    private var request: RequestState?
     /// Balanced in `close()`: the connection owns itself while open.
     private var retained: Unmanaged<ClientConnection>?
     /// Reading from the backend is paused until the client drains its output.
     private var backendReadPaused = false
     /// Reading from the client is paused until the backend drains its output.
     private var clientReadPaused = false
-    /// The access log entry of the request in progress (only with an access log).
-    private var record: AccessRecord?
-    private var recordStarted = 0.0
-    private var backendStarted = 0.0
+
+    /// The exchange of the request in progress.
+    private var exchange: Exchange? {
+        get { request?.exchange }
+        set { request?.exchange = newValue }
+    }
+
+    /// Its access log entry (only with an access log).
+    private var record: AccessRecord? {
+        get { request?.record }
+        set { request?.record = newValue }
+    }
 
     enum State: Equatable {
         case handshake
@@ -118,8 +123,6 @@ final class ClientConnection {
         self.timer = timer
         self.clock = ConnectionClock(phase: ssl == nil ? .firstRequest : .handshake, now: now)
         self.state = ssl == nil ? .readingHead : .handshake
-        self.parser = RequestHeadParser(limits: runtime.limits)
-        self.responseParser = ResponseHeadParser(limits: runtime.limits)
         let retained = Unmanaged.passRetained(self)
         self.retained = retained
         event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
@@ -206,8 +209,10 @@ final class ClientConnection {
             let available = input.evLength
             guard available > 0 else { return }
             if clock.phase == .idle || clock.phase == .firstRequest { enter(.head) }
+            let current = request ?? worker.takeRequestState(limits: runtime.limits)
+            request = current
             let bytes = Evbuffer.front(input, max: runtime.limits.maxHeaderBytes + 1)
-            switch parser.parse(bytes) {
+            switch current.parser.parse(bytes) {
             case .incomplete:
                 return
             case .error(let error):
@@ -269,8 +274,8 @@ final class ClientConnection {
             recordHead(status: 301, since: before)
             finishRecord()
             evbuffer_drain(input, head.headLength)
-            parser.reset()
-            if keepAlive { enter(.idle) } else { beginClosing() }
+            request?.parser.reset()
+            if keepAlive { goIdle() } else { beginClosing() }
             return
         }
 
@@ -280,8 +285,9 @@ final class ClientConnection {
             return
         }
 
+        guard let current = request else { return }
         // The upstream head is rendered once; kept for a possible retry.
-        upstreamHeadBuffer.bytes.removeAll(keepingCapacity: true)
+        current.upstreamHead.bytes.removeAll(keepingCapacity: true)
         // Only a bodiless upgrade request is passed on: the tunnel then starts
         // on a clean message boundary.
         let upgrade = head.wantsUpgrade && head.framing == .none
@@ -289,19 +295,19 @@ final class ClientConnection {
         primaryName.withUTF8 { name in
             clientAddress.withUnsafeBytes { client in
                 writeUpstreamRequestHead(head, in: bytes, clientAddress: client, scheme: listener.scheme, upgrade: upgrade,
-                                         defaultHost: UnsafeRawBufferPointer(name), into: &upstreamHeadBuffer)
+                                         defaultHost: UnsafeRawBufferPointer(name), into: &current.upstreamHead)
             }
         }
         var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
                           route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
                                                                maxBodyBytes: route.domain.maxBodyBytes),
                           requestHadBody: hasBody && head.framing != .contentLength(0),
-                          upstreamHead: upstreamHeadBuffer.bytes)
-        responseParser.reset()
+                          upstreamHead: current.upstreamHead.bytes)
+        current.responseParser.reset()
         ex.upgradeRequested = upgrade
         let expectContinue = head.expectContinue && hasBody
         evbuffer_drain(input, head.headLength)
-        parser.reset()
+        request?.parser.reset()
         state = .forwarding
 
         guard let backend = acquireBackend(route) else {
@@ -312,7 +318,7 @@ final class ClientConnection {
         }
         ex.backend = backend
         exchange = ex
-        backendStarted = preciseNow()
+        current.backendStarted = preciseNow()
         sendUpstreamHead(to: backend)
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
@@ -328,7 +334,7 @@ final class ClientConnection {
     /// so such answers close the connection when one was sent.
     private func finishLocal(_ head: RequestHead, bytes: UnsafeRawBufferPointer, status: Int, close: Bool) {
         evbuffer_drain(input, head.headLength)
-        parser.reset()
+        request?.parser.reset()
         respondLocally(status: status, close: close || head.framing != .none || !head.keepAlive)
     }
 
@@ -498,7 +504,8 @@ final class ClientConnection {
                 let bytes = Evbuffer.front(backend.input, max: runtime.limits.maxHeaderBytes + 1)
                 guard bytes.count > 0 else { return }
                 ex.responseBytesSeen = true
-                let result = responseParser.parse(bytes, requestMethod: ex.method)
+                guard let current = request else { return }
+                let result = current.responseParser.parse(bytes, requestMethod: ex.method)
                 exchange = ex
                 switch result {
                 case .incomplete:
@@ -557,7 +564,7 @@ final class ClientConnection {
                 writeInterimResponseHead(head, in: bytes, into: &sink)
             }
             evbuffer_drain(backend.input, head.headLength)
-            responseParser.reset()
+            request?.responseParser.reset()
             exchange = ex
             return
         }
@@ -594,7 +601,7 @@ final class ClientConnection {
                                     upgradeInsecureRequests: listener.scheme == .https && ex.route.domain.upgradeInsecureRequests,
                                     into: &sink)
         }
-        let backendSeconds = preciseNow() - backendStarted
+        let backendSeconds = preciseNow() - (request?.backendStarted ?? 0)
         worker.stats.observeBackend(seconds: backendSeconds)
         recordHead(status: head.status, since: before, backendSeconds: backendSeconds)
         evbuffer_drain(backend.input, head.headLength)
@@ -622,7 +629,7 @@ final class ClientConnection {
             return
         }
         state = .readingHead
-        enter(.idle)
+        goIdle()
         // Pipelined requests already buffered are answered in order.
         if input.evLength > 0 { readHead() }
     }
@@ -640,7 +647,7 @@ final class ClientConnection {
             writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
         }
         evbuffer_drain(backend.input, head.headLength)
-        recordHead(status: 101, since: before, backendSeconds: preciseNow() - backendStarted)
+        recordHead(status: 101, since: before, backendSeconds: preciseNow() - (request?.backendStarted ?? 0))
         ex.responseStarted = true
         ex.backendReusable = false
         ex.upstreamHead = []
@@ -720,7 +727,7 @@ final class ClientConnection {
             beginClosing()
         } else {
             state = .readingHead
-            enter(.idle)
+            goIdle()
         }
     }
 
@@ -752,6 +759,16 @@ final class ClientConnection {
         handle(transport.shutdown(linger: unread || input.evLength > 0))
     }
 
+    /// Between requests: the request state goes back to the worker's pool,
+    /// so an idle keep-alive connection holds none.
+    private func goIdle() {
+        enter(.idle)
+        if let current = request {
+            request = nil
+            worker.returnRequestState(current)
+        }
+    }
+
     /// The last step, once: the transport is closed (aborted if it was still
     /// open: no close_notify, a plain connection reset), the connection leaves
     /// the worker and releases itself.
@@ -760,6 +777,10 @@ final class ClientConnection {
         state = .closed
         finishRecord()
         abortExchange()
+        if let current = request {
+            request = nil
+            worker.returnRequestState(current)
+        }
         event_free(timer)
         transport.abort()
         worker.connectionClosed(self)
@@ -804,7 +825,7 @@ final class ClientConnection {
             r.bytesIn = UInt64(head.headLength)
         }
         record = r
-        recordStarted = preciseNow()
+        request?.recordStarted = preciseNow()
     }
 
     /// A response head (or whole local response) was just written to the
@@ -819,7 +840,7 @@ final class ClientConnection {
     private func finishRecord() {
         guard var r = record, let log = worker.accessLog else { return }
         record = nil
-        r.totalSeconds = preciseNow() - recordStarted
+        r.totalSeconds = preciseNow() - (request?.recordStarted ?? 0)
         log.append(r)
     }
 
@@ -899,6 +920,34 @@ struct ListenerSettings: Sendable {
     let sniFallbackProfile: TLSProfileName?
     /// A PROXY protocol header (v1 or v2) precedes every connection.
     let proxyProtocol: Bool
+}
+
+/// What one request needs while it is in flight: the parsers (their field
+/// storage is kept, so a pooled state parses without allocating), the
+/// upstream head, the exchange and its access record. Connections take one
+/// from their worker's pool at a request's first byte and give it back when
+/// they wait for the next (nginx frees its request pool the same way).
+final class RequestState {
+    var parser: RequestHeadParser
+    var responseParser: ResponseHeadParser
+    var upstreamHead = ByteArraySink()
+    var exchange: ClientConnection.Exchange?
+    var record: AccessRecord?
+    var recordStarted = 0.0
+    var backendStarted = 0.0
+
+    init(limits: HTTPLimits) {
+        parser = RequestHeadParser(limits: limits)
+        responseParser = ResponseHeadParser(limits: limits)
+    }
+
+    /// Ready for another connection's request.
+    func reset() {
+        parser.reset()
+        responseParser.reset()
+        exchange = nil
+        record = nil
+    }
 }
 
 /// Renders into a Swift array (used once per request for the upstream head,

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLibevent
 import GatehouseConfig
+import GatehouseHTTP
 import GatehouseLog
 
 /// One event loop: its listeners, its connections and its backend pool. All of
@@ -25,7 +26,27 @@ public final class Worker {
     private var tickEvent: OpaquePointer?
     private var acceptPausedUntil = 0.0
 
+    /// Request states of connections that went idle, for the next request.
+    private var spareRequestStates: [RequestState] = []
+    /// Enough for a burst; the rest are freed (the pool follows concurrency,
+    /// not the number of idle connections).
+    static let maxSpareRequestStates = 256
+
     public var openConnections: Int { connections.count }
+
+    func takeRequestState(limits: HTTPLimits) -> RequestState {
+        while let spare = spareRequestStates.popLast() {
+            // A reload may have changed the limits the parsers enforce.
+            if spare.parser.limits == limits { return spare }
+        }
+        return RequestState(limits: limits)
+    }
+
+    func returnRequestState(_ state: RequestState) {
+        guard spareRequestStates.count < Self.maxSpareRequestStates else { return }
+        state.reset()
+        spareRequestStates.append(state)
+    }
 
     public init(index: Int, runtime: ProxyRuntime) throws(ListenError) {
         guard let base = Self.makeBase() else { throw ListenError(description: "event_base_new failed") }
