@@ -258,9 +258,11 @@ final class BackendPool {
     /// Older idle connections are closed rather than risked.
     let maxIdleSeconds = 30.0
 
+    // The lists are changed in place (`idle[key]?...`): taking a copy out of
+    // the dictionary and storing it back copied the whole list, a retain per
+    // pooled connection, on every request.
     func take(_ key: String, now: Double) -> BackendConnection? {
-        while var list = idle[key], let conn = list.popLast() {
-            idle[key] = list
+        while let conn = idle[key]?.popLast() {
             if now - conn.idleSince <= maxIdleSeconds {
                 conn.reused = true
                 return conn
@@ -276,20 +278,17 @@ final class BackendPool {
             conn.close()
             return
         }
-        var list = idle[conn.poolKey, default: []]
-        guard list.count < maxIdlePerBackend else {
+        guard idle[conn.poolKey, default: []].count < maxIdlePerBackend else {
             conn.close()
             return
         }
         conn.parked(in: self, now: now)
-        list.append(conn)
-        idle[conn.poolKey] = list
+        idle[conn.poolKey, default: []].append(conn)
     }
 
     func remove(_ conn: BackendConnection) {
-        guard var list = idle[conn.poolKey], let i = list.firstIndex(where: { $0 === conn }) else { return }
-        list.remove(at: i)
-        idle[conn.poolKey] = list
+        guard let i = idle[conn.poolKey]?.firstIndex(where: { $0 === conn }) else { return }
+        idle[conn.poolKey]?.remove(at: i)
     }
 
     /// Closes connections idle for too long (called from the worker's tick).

@@ -12,7 +12,9 @@ public final class ProxyRuntime: Sendable {
     let router: RequestRouter
     let limits: HTTPLimits
 
-    struct Route: Sendable {
+    /// A class: an exchange holds its route, and copying a reference costs one
+    /// retain where copying the domain's strings and arrays cost many per request.
+    final class Route: Sendable {
         let domain: DomainConfig
         /// nil when the backend's host did not resolve at load time (502s).
         let backend: SocketAddress?
@@ -20,6 +22,13 @@ public final class ProxyRuntime: Sendable {
         let poolKey: String
         /// Pre-rendered HSTS value, nil when disabled.
         let hsts: [UInt8]?
+
+        init(domain: DomainConfig, backend: SocketAddress?, poolKey: String, hsts: [UInt8]?) {
+            self.domain = domain
+            self.backend = backend
+            self.poolKey = poolKey
+            self.hsts = hsts
+        }
     }
 
     /// `handshakes[i]` belongs to `snapshot.domains[i]`.
