@@ -276,12 +276,13 @@ public enum ConfigLoader {
         let fields: [(String, WritableKeyPath<TimeoutSettings, Double>)] = [
             ("handshake", \.handshake), ("request_header", \.requestHeader), ("idle", \.idle),
             ("backend_connect", \.backendConnect), ("backend_response", \.backendResponse),
-            ("drain", \.drain),
+            ("drain", \.drain), ("stop_grace", \.stopGrace),
         ]
         section.rejectUnknownKeys(allowed: Set(fields.map(\.0)), &diag)
         for (key, field) in fields {
             guard let seconds = section.number(key, &diag) else { continue }
-            if !(seconds > 0) || !seconds.isFinite {
+            // stop_grace alone may be 0 (its default: no grace).
+            if !(seconds > 0 || (key == "stop_grace" && seconds == 0)) || !seconds.isFinite {
                 diag.add(main.file, section.keyPath(key), "must be a positive number of seconds, got \(seconds)")
             } else if seconds > maxTimeoutSeconds {
                 diag.add(main.file, section.keyPath(key), "must be at most \(Int(maxTimeoutSeconds)) seconds, got \(seconds)")

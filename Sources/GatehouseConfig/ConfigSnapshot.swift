@@ -177,11 +177,16 @@ public struct TimeoutSettings: Sendable, Equatable {
     public var backendConnect: Double = 5
     public var backendResponse: Double = 60
     public var drain: Double = 30
+    /// `stop_grace`: after SIGTERM, listeners keep accepting this long while
+    /// /healthz already says 503, so a balancer's health check takes the
+    /// instance out before its sockets close. 0 (default): close at once.
+    public var stopGrace: Double = 0
 
     public init(
         handshake: Double = 10, requestHeader: Double = 10, idle: Double = 60,
-        backendConnect: Double = 5, backendResponse: Double = 60, drain: Double = 30
+        backendConnect: Double = 5, backendResponse: Double = 60, drain: Double = 30, stopGrace: Double = 0
     ) {
+        self.stopGrace = stopGrace
         self.handshake = handshake
         self.requestHeader = requestHeader
         self.idle = idle

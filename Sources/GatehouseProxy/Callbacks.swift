@@ -60,5 +60,9 @@ enum Callbacks {
         let w = Unmanaged<Worker>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(w) { w.tick() }
     }
+    static let workerGraceOver: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
+        let w = Unmanaged<Worker>.fromOpaque(ctx!).takeUnretainedValue()
+        withExtendedLifetime(w) { w.closeListeners() }
+    }
 
 }

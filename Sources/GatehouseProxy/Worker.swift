@@ -24,6 +24,7 @@ public final class Worker {
     private var pendingHeaders: [ObjectIdentifier: ProxyHeaderReader] = [:]
     private(set) var draining = false
     private var tickEvent: OpaquePointer?
+    private var graceEvent: OpaquePointer?
     private var acceptPausedUntil = 0.0
 
     /// Request states of connections that went idle, for the next request.
@@ -82,6 +83,7 @@ public final class Worker {
         listeners.removeAll()
         pool.closeAll()
         if let tickEvent { event_free(tickEvent) }
+        if let graceEvent { event_free(graceEvent) }
         event_base_free(base)
     }
 
@@ -171,7 +173,7 @@ public final class Worker {
 
     /// The loop ends once draining and nothing is left in flight.
     private func finishDrainIfDone() {
-        if draining, inFlight == 0 { event_base_loopbreak(base) }
+        if draining, inFlight == 0, listeners.isEmpty { event_base_loopbreak(base) }
     }
 
     func pauseAccepting() {
@@ -209,16 +211,29 @@ public final class Worker {
     /// are taken and served, then the listeners close; idle keep-alive
     /// connections close now, the rest after their response. The loop ends
     /// when nothing is left in flight (or at the drain deadline).
-    public func beginDrain() {
+    public func beginDrain(grace: Double = 0) {
         draining = true
         accessLog?.flush()
+        pool.closeAll()
+        for conn in Array(connections.values) { conn.drain() }
+        if grace > 0, !listeners.isEmpty {
+            // `stop_grace`: new connections are still taken (and answered with
+            // Connection: close) until the balancer has seen /healthz fail.
+            graceEvent = event_new(base, -1, 0, Callbacks.workerGraceOver, Unmanaged.passUnretained(self).toOpaque())
+            var tv = timeval(seconds: grace)
+            event_add(graceEvent, &tv)
+        } else {
+            closeListeners()
+        }
+    }
+
+    /// The accept queue is served, then the listening sockets close.
+    func closeListeners() {
         for l in listeners {
             l.acceptQueued()
             l.close()
         }
         listeners.removeAll()
-        pool.closeAll()
-        for conn in Array(connections.values) { conn.drain() }
         finishDrainIfDone()
     }
 

@@ -255,9 +255,11 @@ final class WorkerThread {
 
     /// On the worker thread.
     func drainNow() {
-        var tv = timeval(tv_sec: Int(worker.runtimeTimeouts.drain), tv_usec: 0)
+        let t = worker.runtimeTimeouts
+        let deadline = t.stopGrace + t.drain
+        var tv = timeval(tv_sec: Int(deadline), tv_usec: Int((deadline - Double(Int(deadline))) * 1e6))
         event_add(deadlineEvent, &tv)
-        worker.beginDrain()
+        worker.beginDrain(grace: t.stopGrace)
     }
 }
 

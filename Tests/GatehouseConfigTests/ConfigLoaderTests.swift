@@ -283,4 +283,12 @@ import Testing
         #expect(snap.domains[0].upgradeInsecureRequests)
         #expect(snap.limits.maxConnectionsPerClient == 4096)
     }
+
+    @Test func stopGraceMayBeZero() throws {
+        #expect(try loadTree().result.get().timeouts.stopGrace == 0)
+        let main = Fixtures.main + "[timeouts]\nstop_grace = 0\n"
+        #expect(try loadTree(main: main).result.get().timeouts.stopGrace == 0)
+        let later = Fixtures.main + "[timeouts]\nstop_grace = 2.5\n"
+        #expect(try loadTree(main: later).result.get().timeouts.stopGrace == 2.5)
+    }
 }

@@ -145,6 +145,9 @@ let errorCases: [ErrorCase] = [
     domainCase("accept_any_host wrong type", domainWith("accept_any_host = 1"), key: "accept_any_host", "expected a boolean"),
     domainCase("upgrade_insecure_requests wrong type", domainWith("upgrade_insecure_requests = \"on\""),
                key: "upgrade_insecure_requests", "expected a boolean"),
+    mainCase("stop_grace negative", Fixtures.main + "[timeouts]\nstop_grace = -1\n",
+             key: "timeouts.stop_grace", "positive number"),
+    mainCase("drain zero", Fixtures.main + "[timeouts]\ndrain = 0\n", key: "timeouts.drain", "positive number"),
     mainCase("per-client cap negative", Fixtures.main + "[limits]\nmax_connections_per_client = -1\n",
              key: "limits.max_connections_per_client", "between 0 and"),
 ]

@@ -271,3 +271,22 @@ class ConnectionEndTests(GatehouseCase):
                 break
             time.sleep(0.1)
         self.assertEqual(got, MiB)
+
+
+class StopGraceTests(StopCase):
+    def test_new_connections_are_served_during_stop_grace(self):
+        g = self.start(timeouts={"drain": 10, "stop_grace": 1.0})
+        t0 = self.stop_and_time(g)
+        time.sleep(0.3)
+        s = socket.create_connection(("127.0.0.1", self.http), timeout=5)   # still accepted
+        s.sendall(b"GET /g HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        data = read_all(s)
+        self.assertTrue(data.startswith(b"HTTP/1.1 301 "), data[:100])
+        self.assertIn(b"\r\nConnection: close\r\n", data)
+        s.close()
+        self.assertEqual(g.proc.wait(10), 0, g.output())
+        elapsed = time.monotonic() - t0
+        self.assertGreaterEqual(elapsed, 0.9, "listeners closed before stop_grace ended")
+        self.assertLess(elapsed, 4)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.http), timeout=2).close()
