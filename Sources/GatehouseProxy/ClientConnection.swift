@@ -181,7 +181,7 @@ final class ClientConnection {
         guard state != .closed, transport.isOpen else { return }
         transport.inputConsumed()
         // A flush that makes room may let a paused backend fill the output again.
-        while state != .closed, transport.isOpen, output.evLength > 0 {
+        while state != .closed, transport.isOpen, transport.outputLength > 0 {
             let report = transport.flush()
             handle(report)
             guard report.contains(.writable) else { return }
@@ -756,7 +756,7 @@ final class ClientConnection {
         clientReadPaused = false
         enter(.closing)
         flushOutput()
-        handle(transport.shutdown(linger: unread || input.evLength > 0))
+        handle(transport.shutdown(linger: unread || transport.inputLength > 0))
     }
 
     /// Between requests: the request state goes back to the worker's pool,
@@ -794,7 +794,7 @@ final class ClientConnection {
     /// handshake or before its first request may already carry a request a
     /// TCP balancer cannot retry, so it is served, with `Connection: close`.
     func drain() {
-        if state == .readingHead, clock.phase == .idle, input.evLength == 0 { beginClosing() }
+        if state == .readingHead, clock.phase == .idle, transport.inputLength == 0 { beginClosing() }
         flushOutput()
     }
 

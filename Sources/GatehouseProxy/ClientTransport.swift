@@ -40,13 +40,35 @@ struct TransportReport: OptionSet {
 ///   client can tell a truncated close-delimited body from a complete one
 ///   (RFC 9112 §9.8).
 final class ClientTransport {
-    let input: OpaquePointer
-    let output: OpaquePointer
+    /// Made on first use: a connection that never got a byte holds neither.
+    private var inputBuffer: OpaquePointer?
+    private var outputBuffer: OpaquePointer?
+    var input: OpaquePointer {
+        if let inputBuffer { return inputBuffer }
+        let b = evbuffer_new()!
+        inputBuffer = b
+        return b
+    }
+    var output: OpaquePointer {
+        if let outputBuffer { return outputBuffer }
+        let b = evbuffer_new()!
+        outputBuffer = b
+        return b
+    }
+    /// Bytes waiting in `input` / `output`, without making the buffer.
+    var inputLength: Int { inputBuffer.map { evbuffer_get_length($0) } ?? 0 }
+    var outputLength: Int { outputBuffer.map { evbuffer_get_length($0) } ?? 0 }
     let ssl: OpaquePointer?
     private let fd: Int32
     private let base: OpaquePointer
-    private var readEvent: OpaquePointer?
-    private var writeEvent: OpaquePointer?
+    /// One event for both directions (one fewer per idle connection); its
+    /// flags follow what the transport wants (`updateInterest`).
+    private var event: OpaquePointer?
+    private var context: UnsafeMutableRawPointer
+    /// The flags the event is added with now; 0: not added.
+    private var interest: Int16 = 0
+    /// The peer's FIN was seen while closing: only writes remain.
+    private var readEnded = false
 
     enum Phase { case handshake, open, closing, lingering, closed }
     private(set) var phase: Phase
@@ -77,12 +99,10 @@ final class ClientTransport {
         self.fd = fd
         self.ssl = ssl
         self.base = base
-        input = evbuffer_new()
-        output = evbuffer_new()
         phase = ssl == nil ? .open : .handshake
-        readEvent = event_new(base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.clientIO, context)
-        writeEvent = event_new(base, fd, Int16(EV_WRITE | EV_PERSIST), Callbacks.clientIO, context)
-        guard readEvent != nil, writeEvent != nil else {
+        self.context = context
+        event = event_new(base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.clientIO, context)
+        guard event != nil else {
             release()
             throw AcceptError.resources
         }
@@ -104,22 +124,53 @@ final class ClientTransport {
 
     deinit {
         release()
-        evbuffer_free(input)
-        evbuffer_free(output)
+        if let inputBuffer { evbuffer_free(inputBuffer) }
+        if let outputBuffer { evbuffer_free(outputBuffer) }
     }
 
     enum AcceptError: Error { case tls, resources }
 
-    /// Points the (not yet added) events at their owner's context.
+    /// Points the (not yet added) event at its owner's context.
     func attach(context: UnsafeMutableRawPointer) {
-        if let readEvent { event_assign(readEvent, base, fd, Int16(EV_READ | EV_PERSIST), Callbacks.clientIO, context) }
-        if let writeEvent { event_assign(writeEvent, base, fd, Int16(EV_WRITE | EV_PERSIST), Callbacks.clientIO, context) }
+        self.context = context
     }
 
     /// Starts reading (the ClientHello, or the first request). No EV_WRITE:
     /// nothing is written before the client speaks.
     func start() {
-        if let readEvent { event_add(readEvent, nil) }
+        updateInterest()
+    }
+
+    /// Re-adds the event when the wanted directions changed (libevent's epoll
+    /// changelist folds a delete and add within one loop turn into at most
+    /// one epoll_ctl). `timeout`: for the lingering close.
+    private func updateInterest(timeout: Double? = nil) {
+        guard let event else { return }
+        let wantRead: Bool
+        switch phase {
+        case .handshake, .open: wantRead = !readPaused && !full
+        case .closing: wantRead = !readEnded
+        case .lingering: wantRead = true
+        case .closed: wantRead = false
+        }
+        let wanted = Int16(wantRead ? EV_READ : 0) | Int16(writeArmed ? EV_WRITE : 0)
+        guard wanted != interest || timeout != nil else { return }
+        if interest != 0 { event_del(event) }
+        interest = wanted
+        guard wanted != 0 else { return }
+        event_assign(event, base, fd, wanted | Int16(EV_PERSIST), Callbacks.clientIO, context)
+        if let timeout {
+            var tv = timeval(seconds: timeout)
+            event_add(event, &tv)
+        } else {
+            event_add(event, nil)
+        }
+    }
+
+    /// Runs the event's callback in this loop turn (records OpenSSL holds
+    /// would not wake epoll).
+    private func wakeForRead() {
+        if let event { event_active(event, Int32(EV_READ), 1) }
     }
 
     var isOpen: Bool { phase == .open }
@@ -150,7 +201,9 @@ final class ClientTransport {
             if what & Int16(EV_READ) != 0 {
                 switch discard() {
                 case .more: break
-                case .ended: if let readEvent { event_del(readEvent) }
+                case .ended:
+                    readEnded = true
+                    updateInterest()
                 case .failed: return finishClose()
                 }
             }
@@ -242,11 +295,11 @@ final class ClientTransport {
             if input.evLength >= ProxyBuffers.readHighWater {
                 // Until the owner has consumed some (`inputConsumed`).
                 full = true
-                if let readEvent { event_del(readEvent) }
-            } else if let ssl, SSL_has_pending(ssl) == 1, let readEvent {
+                updateInterest()
+            } else if let ssl, SSL_has_pending(ssl) == 1 {
                 // A single transfer's worth read; records OpenSSL holds would
                 // not wake epoll: next turn.
-                event_active(readEvent, Int32(EV_READ), 1)
+                wakeForRead()
             }
         }
         var report: TransportReport = total > 0 ? [.readable] : []
@@ -258,7 +311,7 @@ final class ClientTransport {
     func pauseReading() {
         guard !readPaused else { return }
         readPaused = true
-        if phase == .open || phase == .handshake, !full, let readEvent { event_del(readEvent) }
+        updateInterest()
     }
 
     func resumeReading() {
@@ -270,16 +323,16 @@ final class ClientTransport {
     /// The owner took bytes out of `input`: reading goes on if it had stopped
     /// at the high watermark.
     func inputConsumed() {
-        guard full, input.evLength < ProxyBuffers.readHighWater else { return }
+        guard full, inputLength < ProxyBuffers.readHighWater else { return }
         full = false
         rearmRead()
     }
 
     private func rearmRead() {
-        guard !readPaused, !full, phase == .open || phase == .handshake, let readEvent else { return }
-        event_add(readEvent, nil)
+        guard !readPaused, !full, phase == .open || phase == .handshake else { return }
+        updateInterest()
         // Records OpenSSL already read from the socket would not wake epoll.
-        if let ssl, SSL_has_pending(ssl) == 1 { event_active(readEvent, Int32(EV_READ), 1) }
+        if let ssl, SSL_has_pending(ssl) == 1 { wakeForRead() }
     }
 
     // MARK: - Writing
@@ -288,7 +341,7 @@ final class ClientTransport {
     /// `.writable` when something was written and at most the low watermark
     /// is left: a producer paused for this client may go on.
     func flush() -> TransportReport {
-        guard phase == .open || phase == .closing else { return [] }
+        guard phase == .open || phase == .closing, outputLength > 0 else { return [] }
         let before = output.evLength
         let report = write()
         if report.isEmpty, phase == .open, output.evLength < before, output.evLength <= ProxyBuffers.writeLowWater {
@@ -298,6 +351,10 @@ final class ClientTransport {
     }
 
     private func write() -> TransportReport {
+        guard let output = outputBuffer else {
+            disarmWrite()
+            return []
+        }
         while output.evLength > 0 {
             if let ssl {
                 let n = min(output.evLength, Self.recordBytes)
@@ -336,15 +393,15 @@ final class ClientTransport {
     }
 
     private func armWrite() {
-        guard !writeArmed, let writeEvent else { return }
+        guard !writeArmed else { return }
         writeArmed = true
-        event_add(writeEvent, nil)
+        updateInterest()
     }
 
     private func disarmWrite() {
-        guard writeArmed, let writeEvent else { return }
+        guard writeArmed else { return }
         writeArmed = false
-        event_del(writeEvent)
+        updateInterest()
     }
 
     // MARK: - Ending
@@ -360,14 +417,12 @@ final class ClientTransport {
             return [.closed]
         case .open:
             phase = .closing
-            wantsLinger = linger || input.evLength > 0
-            evbuffer_drain(input, input.evLength)
+            wantsLinger = linger || inputLength > 0
+            if let inputBuffer { evbuffer_drain(inputBuffer, evbuffer_get_length(inputBuffer)) }
             // Keep reading: the peer's data is discarded, its FIN ends the wait.
-            if readPaused || full, let readEvent {
-                readPaused = false
-                full = false
-                event_add(readEvent, nil)
-            }
+            readPaused = false
+            full = false
+            updateInterest()
             return closeWhenFlushed()
         case .closing, .lingering, .closed:
             return []
@@ -380,7 +435,7 @@ final class ClientTransport {
         if phase == .closed { return [.closed] }
         _ = write()
         if phase == .closed { return [.closed] }
-        guard output.evLength == 0 else { return [] }
+        guard outputLength == 0 else { return [] }
         if let ssl, SSL_is_init_finished(ssl) == 1 {
             ERR_clear_error()
             // Best effort: a full socket here means the client is not reading.
@@ -389,11 +444,8 @@ final class ClientTransport {
         guard wantsLinger else { return finishClose() }
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
         phase = .lingering
-        disarmWrite()
-        if let readEvent {
-            var tv = timeval(seconds: Self.lingerSeconds)
-            event_add(readEvent, &tv)
-        }
+        writeArmed = false
+        updateInterest(timeout: Self.lingerSeconds)
         return []
     }
 
@@ -435,17 +487,16 @@ final class ClientTransport {
 
     /// Frees everything once; the socket is closed.
     private func release() {
-        if phase == .closed, readEvent == nil { return }
+        if phase == .closed, event == nil { return }
         phase = .closed
-        if let readEvent { event_free(readEvent) }
-        if let writeEvent { event_free(writeEvent) }
-        readEvent = nil
-        writeEvent = nil
+        if let event { event_free(event) }
+        event = nil
+        interest = 0
         writeArmed = false
         if let ssl { SSL_free(ssl) }
         Glibc.close(fd)
-        evbuffer_drain(input, input.evLength)
-        evbuffer_drain(output, output.evLength)
+        if let inputBuffer { evbuffer_drain(inputBuffer, evbuffer_get_length(inputBuffer)) }
+        if let outputBuffer { evbuffer_drain(outputBuffer, evbuffer_get_length(outputBuffer)) }
     }
 
     /// The socket BIO's read and write, called by OpenSSL from SSL_* calls above.
