@@ -231,13 +231,14 @@ final class ClientConnection {
     private static let headTimeoutLog = RateLimitedLog()
 
     private func logRejected(_ error: HTTPParseError) {
-        let client = String(decoding: clientAddress, as: UTF8.self)
+        // The lines are built only when written (a flood is mostly suppressed).
         if error == .expectationFailed {
-            worker.stats.refused(.expectation, "expectation: \(client): Expect other than 100-continue: 417")
+            worker.stats.refused(.expectation,
+                                 "expectation: \(String(decoding: self.clientAddress, as: UTF8.self)): Expect other than 100-continue: 417")
             return
         }
         worker.stats.add(.requestsRejected)
-        Self.rejectedLog.write("rejected request from \(client): \(error.status) \(error)")
+        Self.rejectedLog.write("rejected request from \(String(decoding: self.clientAddress, as: UTF8.self)): \(error.status) \(error)")
     }
 
     private func startRequest(_ head: RequestHead, bytes: UnsafeRawBufferPointer) {
@@ -691,7 +692,8 @@ final class ClientConnection {
         backend.resumeRead()
     }
 
-    /// The output drained to the low watermark after the socket had been full.
+    /// A flush left at most the low watermark in the output: a backend paused
+    /// for this client may go on.
     private func clientWritable() {
         if state == .tunnel {
             pumpTunnel()
