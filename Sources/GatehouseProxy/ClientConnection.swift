@@ -61,14 +61,16 @@ final class ClientConnection {
         case closed
     }
 
-    /// The request in flight and its response.
-    struct Exchange {
-        var method: Method
-        var clientVersion: HTTPVersion
-        var requestKeepAlive: Bool
-        var route: ProxyRuntime.Route
+    /// The request in flight and its response. A class: the code below reads
+    /// and updates it many times per request, and copying a 560-byte struct
+    /// with its references retained cost more than one allocation.
+    final class Exchange {
+        let method: Method
+        let clientVersion: HTTPVersion
+        let requestKeepAlive: Bool
+        let route: ProxyRuntime.Route
         var requestBody: BodyState
-        var requestHadBody: Bool
+        let requestHadBody: Bool
         var backend: BackendConnection?
         /// The upstream head, kept until the response starts so a request that
         /// hit a stale pooled connection can be retried once.
@@ -85,6 +87,17 @@ final class ClientConnection {
         var responseBytesSeen = false
         /// Upgrade and Connection: upgrade were forwarded (RFC 9110 §7.8).
         var upgradeRequested = false
+
+        init(method: Method, clientVersion: HTTPVersion, requestKeepAlive: Bool, route: ProxyRuntime.Route,
+             requestBody: BodyState, requestHadBody: Bool, upstreamHead: [UInt8]) {
+            self.method = method
+            self.clientVersion = clientVersion
+            self.requestKeepAlive = requestKeepAlive
+            self.route = route
+            self.requestBody = requestBody
+            self.requestHadBody = requestHadBody
+            self.upstreamHead = upstreamHead
+        }
     }
 
     enum ResponseState { case awaitingHead, body, done }
