@@ -312,7 +312,7 @@ final class ClientConnection {
                                          defaultHost: UnsafeRawBufferPointer(name), into: &current.upstreamHead)
             }
         }
-        var ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
+        let ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
                           route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
                                                                maxBodyBytes: route.domain.maxBodyBytes),
                           requestHadBody: hasBody && head.framing != .contentLength(0),
@@ -389,7 +389,7 @@ final class ClientConnection {
     // MARK: - Lifecycle: request body
 
     private func pumpRequestBody() {
-        guard var ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
+        guard let ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
         let before = input.evLength
         let result = ex.requestBody.pump(from: input, to: backend.output, reframe: true)
         backend.send()
@@ -512,7 +512,7 @@ final class ClientConnection {
     }
 
     private func pumpResponse(from backend: BackendConnection) {
-        while var ex = exchange, ex.backend === backend {
+        while let ex = exchange, ex.backend === backend {
             switch ex.response {
             case .awaitingHead:
                 let bytes = Evbuffer.front(backend.input, max: runtime.limits.maxHeaderBytes + 1)
@@ -560,7 +560,7 @@ final class ClientConnection {
     }
 
     private func startResponse(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
-        guard var ex = exchange else { return }
+        guard let ex = exchange else { return }
         if (100..<200).contains(head.status) {
             // RFC 9110 §15.2: interim responses pass through; 101 cannot, since
             // Upgrade is never forwarded.
@@ -653,7 +653,7 @@ final class ClientConnection {
     /// RFC 9110 §15.2.2: after the 101 both connections carry the new protocol;
     /// bytes move between the evbuffers untouched until either side closes.
     private func startTunnel(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
-        guard var ex = exchange else { return }
+        guard let ex = exchange else { return }
         worker.stats.countResponse(status: 101)
         var sink = EvbufferSink(buffer: output)
         let before = output.evLength
@@ -732,10 +732,11 @@ final class ClientConnection {
         var sink = EvbufferSink(buffer: output)
         let route = listener.scheme == .https ? localRoute() : nil
         let before = output.evLength
-        route?.hsts.withOptionalBytes(enabled: true) { hsts in
+        let hsts: [UInt8]? = route?.hsts
+        hsts.withOptionalBytes(enabled: true) { hsts in
             writeErrorResponse(status: status, hsts: hsts, close: close,
                                upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
-        } ?? writeErrorResponse(status: status, hsts: nil, close: close, into: &sink)
+        }
         recordHead(status: status, since: before)
         finishRecord()
         if close {
@@ -778,10 +779,13 @@ final class ClientConnection {
     /// so an idle keep-alive connection holds none.
     private func goIdle() {
         enter(.idle)
-        if let current = request {
-            request = nil
-            worker.returnRequestState(current)
-        }
+        releaseRequestState()
+    }
+
+    private func releaseRequestState() {
+        guard let current = request else { return }
+        request = nil
+        worker.returnRequestState(current)
     }
 
     /// The last step, once: the transport is closed (aborted if it was still
@@ -792,10 +796,7 @@ final class ClientConnection {
         state = .closed
         finishRecord()
         abortExchange()
-        if let current = request {
-            request = nil
-            worker.returnRequestState(current)
-        }
+        releaseRequestState()
         event_free(timer)
         transport.abort()
         worker.connectionClosed(self)

@@ -15,14 +15,15 @@ struct TransportReport: OptionSet {
     static let readable = TransportReport(rawValue: 1 << 2)
     /// The peer closed its side (TCP FIN or close_notify) or the socket failed.
     static let peerGone = TransportReport(rawValue: 1 << 3)
-    /// The output drained to the low watermark after the socket had been full.
+    /// A flush wrote something and left at most the low watermark.
     static let writable = TransportReport(rawValue: 1 << 4)
     /// `shutdown` finished: flushed, close_notify sent, lingered, socket closed.
     static let closed = TransportReport(rawValue: 1 << 5)
 }
 
 /// Socket I/O of one client connection, TLS or plain, without bufferevents:
-/// the fd, the SSL, two events and two evbuffers. It never calls its owner:
+/// the fd, the SSL, one event and two evbuffers made on first use. It never
+/// calls its owner:
 /// every event returns a report (redis's `connection.h` idea: the HTTP logic
 /// never touches OpenSSL or the socket).
 ///
@@ -83,6 +84,8 @@ final class ClientTransport {
     /// A TLS read needs the socket writable first (a TLS 1.3 KeyUpdate answer).
     private var readWantsWrite = false
     private var lingerBytes = 0
+    /// `shutdown` found unread input or was asked to linger.
+    private var wantsLinger = false
     /// OpenSSL error codes of a failed handshake, oldest first.
     private(set) var failureCodes: [UInt] = []
 
@@ -429,8 +432,6 @@ final class ClientTransport {
         }
     }
 
-    private var wantsLinger = false
-
     private func closeWhenFlushed() -> TransportReport {
         if phase == .closed { return [.closed] }
         _ = write()
@@ -487,7 +488,7 @@ final class ClientTransport {
 
     /// Frees everything once; the socket is closed.
     private func release() {
-        if phase == .closed, event == nil { return }
+        guard phase != .closed else { return }
         phase = .closed
         if let event { event_free(event) }
         event = nil
@@ -536,28 +537,25 @@ enum SocketBIO {
     }()
 
     static func read(_ bio: OpaquePointer, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ done: inout Int) -> Int32 {
-        BIO_clear_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_WRITE | BIO_FLAGS_IO_SPECIAL | BIO_FLAGS_SHOULD_RETRY))
-        guard let data = BIO_get_data(bio) else { return 0 }
-        let transport = Unmanaged<ClientTransport>.fromOpaque(data).takeUnretainedValue()
-        let n = transport.socketRead(buffer, count)
-        if n > 0 {
-            done = n
-            return 1
-        }
-        if n < 0, errno == EAGAIN { BIO_set_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_SHOULD_RETRY)) }
-        return 0
+        transfer(bio, retry: BIO_FLAGS_READ, &done) { $0.socketRead(buffer, count) }
     }
 
     static func write(_ bio: OpaquePointer, _ buffer: UnsafeRawPointer, _ count: Int, _ done: inout Int) -> Int32 {
+        transfer(bio, retry: BIO_FLAGS_WRITE, &done) { $0.socketWrite(buffer, count) }
+    }
+
+    /// BIO_read_ex/BIO_write_ex conventions: 1 with `done` set on progress;
+    /// 0 otherwise, with the retry flag (`retry`) set on EAGAIN.
+    private static func transfer(_ bio: OpaquePointer, retry: Int32, _ done: inout Int,
+                                 _ io: (ClientTransport) -> Int) -> Int32 {
         BIO_clear_flags(bio, Int32(BIO_FLAGS_READ | BIO_FLAGS_WRITE | BIO_FLAGS_IO_SPECIAL | BIO_FLAGS_SHOULD_RETRY))
         guard let data = BIO_get_data(bio) else { return 0 }
-        let transport = Unmanaged<ClientTransport>.fromOpaque(data).takeUnretainedValue()
-        let n = transport.socketWrite(buffer, count)
+        let n = io(Unmanaged<ClientTransport>.fromOpaque(data).takeUnretainedValue())
         if n > 0 {
             done = n
             return 1
         }
-        if n < 0, errno == EAGAIN { BIO_set_flags(bio, Int32(BIO_FLAGS_WRITE | BIO_FLAGS_SHOULD_RETRY)) }
+        if n < 0, errno == EAGAIN { BIO_set_flags(bio, retry | Int32(BIO_FLAGS_SHOULD_RETRY)) }
         return 0
     }
 

@@ -54,7 +54,8 @@ func monotonicNow() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-func timeval(seconds: Double) -> timeval {
+/// A libevent timeout from seconds (negative: now).
+public func timeval(seconds: Double) -> timeval {
     let s = Swift.max(0, seconds)
     return Glibc.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1_000_000))
 }

@@ -256,8 +256,7 @@ final class WorkerThread {
     /// On the worker thread.
     func drainNow() {
         let t = worker.runtimeTimeouts
-        let deadline = t.stopGrace + t.drain
-        var tv = timeval(tv_sec: Int(deadline), tv_usec: Int((deadline - Double(Int(deadline))) * 1e6))
+        var tv = timeval(seconds: t.stopGrace + t.drain)
         event_add(deadlineEvent, &tv)
         worker.beginDrain(grace: t.stopGrace)
     }
