@@ -94,6 +94,18 @@ def random_bytes(n, seed=1):
 
 # --------------------------------------------------------------------------- ports
 
+def recv_until_close(sock, timeout=None):
+    """Everything the peer sends until it closes (errors propagate)."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    out = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
 def free_port():
     """A loopback port nothing listens on right now (bind to 0, read, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

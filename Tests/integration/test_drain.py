@@ -14,20 +14,15 @@ import struct
 import time
 
 from harness import (GatehouseCase, HTTPClient, MiB, client_context, free_port, pattern_bytes,
-                     sha256)
+                     recv_until_close, sha256)
 
 
 def read_all(sock, timeout=10):
-    sock.settimeout(timeout)
-    out = bytearray()
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionError, ssl.SSLError, OSError) as e:
-            raise AssertionError("connection failed after %d bytes: %r" % (len(out), e))
-        if not chunk:
-            return bytes(out)
-        out += chunk
+    """Until the peer closes; a reset or TLS error fails the test."""
+    try:
+        return recv_until_close(sock, timeout)
+    except (ConnectionError, ssl.SSLError, OSError) as e:
+        raise AssertionError("connection failed: %r" % e)
 
 
 class StopCase(GatehouseCase):

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from harness import GatehouseCase, GatehouseProcess, client_context, free_port, port_accepts
+from harness import GatehouseCase, GatehouseProcess, client_context, free_port, port_accepts, recv_until_close
 
 
 class RollingRestartTests(GatehouseCase):
@@ -86,13 +86,7 @@ backend be
                                          server_hostname="a.test")
         try:
             s.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-            data = bytearray()
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return bytes(data[:12])
+            return recv_until_close(s)[:12]
         finally:
             s.close()
 

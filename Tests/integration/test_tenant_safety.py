@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from harness import GatehouseCase, HTTPClient, curl, free_port, http_get
+from harness import GatehouseCase, HTTPClient, curl, free_port, http_get, recv_until_close
 from test_metrics import parse_prometheus
 
 
@@ -26,18 +26,12 @@ def raw_exchange(port, data, sni=None, timeout=5):
         s = c.sock
     else:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.settimeout(timeout)
-    s.sendall(data)
-    out = b""
     try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
+        s.settimeout(timeout)
+        s.sendall(data)
+        return recv_until_close(s)
     finally:
         s.close()
-    return out
 
 
 class TenantSafetyCase(GatehouseCase):
