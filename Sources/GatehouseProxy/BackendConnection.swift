@@ -16,8 +16,8 @@ final class BackendConnection {
     let poolKey: String
     let input: OpaquePointer
     let output: OpaquePointer
-    /// The client being served; nil while idle in the pool.
-    var client: ClientConnection?
+    /// The exchange being served; nil while idle in the pool.
+    var exchange: Exchange?
     private(set) var connected = false
     /// Taken from the pool (so a failure before any response byte may be a stale keep-alive).
     var reused = false
@@ -99,7 +99,7 @@ final class BackendConnection {
     /// connection closes (within `timeout` seconds). It keeps itself alive
     /// meanwhile, since nobody else holds it.
     func closeAfterFlush(timeout: Double) {
-        client = nil
+        exchange = nil
         guard !closed, connected, output.evLength > 0, !pendingError else { return close() }
         closingAfterFlush = Unmanaged.passRetained(self)
         pauseRead()
@@ -130,17 +130,17 @@ final class BackendConnection {
                 if !readPaused, let readEvent { event_add(readEvent, nil) }
                 flush()
                 if closed || pendingError { return }
-                client?.backendConnected(self)
+                exchange?.backendEvent(self, .connected)
                 // A request body queued while connecting may have been
                 // written whole: the client side paused for it goes on.
-                if !closed, output.evLength <= ProxyBuffers.writeLowWater { client?.backendWritable(self) }
+                if !closed, output.evLength <= ProxyBuffers.writeLowWater { exchange?.backendEvent(self, .writable) }
                 return
             }
             flush()
             if closed { return }
             if pendingError { return fail(eof: false) }
             // Like a bufferevent's write callback: room again below the low watermark.
-            if output.evLength <= ProxyBuffers.writeLowWater { client?.backendWritable(self) }
+            if output.evLength <= ProxyBuffers.writeLowWater { exchange?.backendEvent(self, .writable) }
             if closed { return }
         }
         if what & Int16(EV_READ) != 0, connected, !readPaused {
@@ -173,7 +173,7 @@ final class BackendConnection {
             break
         }
         if total > 0 {
-            if let client { client.backendReadable(self) } else { return idleActivity() }
+            if let exchange { exchange.backendEvent(self, .readable) } else { return idleActivity() }
             if closed { return }
         }
         if end.eof || end.error {
@@ -218,7 +218,7 @@ final class BackendConnection {
     }
 
     private func fail(eof: Bool) {
-        if let client { client.backendFailed(self, eof: eof) } else { idleActivity() }
+        if let exchange { exchange.backendEvent(self, .failed(eof: eof)) } else { idleActivity() }
     }
 
     /// An idle pooled connection must stay silent: data or EOF means the
@@ -230,14 +230,14 @@ final class BackendConnection {
 
     func parked(in pool: BackendPool, now: Double) {
         self.pool = pool
-        client = nil
+        exchange = nil
         idleSince = now
     }
 
     func close() {
         guard !closed else { return }
         closed = true
-        client = nil
+        exchange = nil
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
         readEvent = nil

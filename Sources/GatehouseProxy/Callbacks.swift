@@ -34,9 +34,9 @@ enum Callbacks {
     static let backendIO: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, what, ctx in
         let b = Unmanaged<BackendConnection>.fromOpaque(ctx!).takeUnretainedValue()
         // What the client's side queued in this turn leaves now.
-        let client = b.client
+        let owner = b.exchange?.currentOwner
         withExtendedLifetime(b) { b.ready(what) }
-        client?.flushOutput()
+        owner?.flushOutput()
     }
 
     // MARK: listeners (context: the Listener, owned by its worker)

@@ -9,10 +9,13 @@ import GatehouseHTTP
 import GatehouseLog
 import GatehouseTLS
 
-/// One client connection, from accept to close: the single state object the
-/// callbacks (in lifecycle order below) operate on. It keeps the runtime it
-/// was accepted under, so a reload never changes a connection in flight.
-final class ClientConnection {
+/// One client connection, from accept to close: the single object the
+/// callbacks (in lifecycle order below) operate on, and today its HTTP/1.1
+/// codec. Its transport moves bytes; its state machine decides what happens
+/// next (this class only carries out its actions); each request is an
+/// `Exchange` with one backend. It keeps the runtime it was accepted under,
+/// so a reload never changes a connection in flight.
+final class ClientConnection: ExchangeOwner {
     unowned let worker: Worker
     let runtime: ProxyRuntime
     let listener: ListenerSettings
@@ -26,22 +29,17 @@ final class ClientConnection {
     /// What the per-client cap counted this connection under (nil: no cap).
     let capKey: [UInt8]?
 
-    private var clock: ConnectionClock
-    private var state: State = .handshake
-    /// The request in progress (parsers, exchange, access record), nil while
+    private var machine: ConnectionStateMachine
+    /// The request in progress (parser, exchange, access record), nil while
     /// idle: taken from the worker's pool at a request's first byte.
     private var request: RequestState?
     /// Balanced in `close()`: the connection owns itself while open.
     private var retained: Unmanaged<ClientConnection>?
-    /// Reading from the backend is paused until the client drains its output.
-    private var backendReadPaused = false
-    /// Reading from the client is paused until the backend drains its output.
-    private var clientReadPaused = false
 
-    /// The exchange of the request in progress.
+    /// The exchange of the request in progress, while it has one.
     private var exchange: Exchange? {
-        get { request?.exchange }
-        set { request?.exchange = newValue }
+        guard let ex = request?.exchange, ex.active else { return nil }
+        return ex
     }
 
     /// Its access log entry (only with an access log).
@@ -50,58 +48,6 @@ final class ClientConnection {
         set { request?.record = newValue }
     }
 
-    enum State: Equatable {
-        case handshake
-        case readingHead
-        case forwarding
-        /// Upgraded after the backend's 101: raw bytes both ways until either closes.
-        case tunnel
-        /// Final response queued: the transport flushes it, says goodbye, then closes.
-        case closing
-        case closed
-    }
-
-    /// The request in flight and its response. A class: the code below reads
-    /// and updates it many times per request, and copying a 560-byte struct
-    /// with its references retained cost more than one allocation.
-    final class Exchange {
-        let method: Method
-        let clientVersion: HTTPVersion
-        let requestKeepAlive: Bool
-        let route: ProxyRuntime.Route
-        var requestBody: BodyState
-        let requestHadBody: Bool
-        var backend: BackendConnection?
-        /// The upstream head, kept until the response starts so a request that
-        /// hit a stale pooled connection can be retried once.
-        var upstreamHead: [UInt8]
-        var retried = false
-        var response: ResponseState = .awaitingHead
-        var responseBody: BodyState = .done
-        /// Chunked from the backend and chunked to the client (else decoded raw).
-        var reframeChunks = false
-        var clientKeepAlive = false
-        var backendReusable = false
-        var responseStarted = false
-        /// Some response bytes arrived (a retry would no longer be safe).
-        var responseBytesSeen = false
-        /// Upgrade and Connection: upgrade were forwarded (RFC 9110 §7.8).
-        var upgradeRequested = false
-
-        init(method: Method, clientVersion: HTTPVersion, requestKeepAlive: Bool, route: ProxyRuntime.Route,
-             requestBody: BodyState, requestHadBody: Bool, upstreamHead: [UInt8]) {
-            self.method = method
-            self.clientVersion = clientVersion
-            self.requestKeepAlive = requestKeepAlive
-            self.route = route
-            self.requestBody = requestBody
-            self.requestHadBody = requestHadBody
-            self.upstreamHead = upstreamHead
-        }
-    }
-
-    enum ResponseState { case awaitingHead, body, done }
-
     init(worker: Worker, runtime: ProxyRuntime, listener: ListenerSettings, fd: Int32, clientAddress: [UInt8],
          capKey: [UInt8]?) throws(AcceptError) {
         self.worker = worker
@@ -109,7 +55,6 @@ final class ClientConnection {
         self.runtime = runtime
         self.listener = listener
         self.clientAddress = clientAddress
-        let now = monotonicNow()
         // The events' argument is `self`, which exists only once every stored
         // property does: they are made with a placeholder, then pointed at `self`.
         let placeholder = UnsafeMutableRawPointer(bitPattern: 1)!
@@ -134,8 +79,8 @@ final class ClientConnection {
         }
         self.ssl = ssl
         self.timer = timer
-        self.clock = ConnectionClock(phase: ssl == nil ? .firstRequest : .handshake, now: now)
-        self.state = ssl == nil ? .readingHead : .handshake
+        machine = ConnectionStateMachine(tls: ssl != nil, draining: worker.draining,
+                                         timeouts: runtime.snapshot.timeouts, now: monotonicNow())
         let retained = Unmanaged.passRetained(self)
         self.retained = retained
         event_assign(timer, worker.base, -1, 0, Callbacks.clientTimer, retained.toOpaque())
@@ -149,6 +94,7 @@ final class ClientConnection {
 
     private var input: OpaquePointer { transport.input }
     private var output: OpaquePointer { transport.output }
+    private var isOpen: Bool { retained != nil }
 
     // MARK: - Lifecycle: socket events
 
@@ -164,64 +110,55 @@ final class ClientConnection {
             handshakeFailed()
             return close()
         }
-        if report.contains(.handshakeDone), state == .handshake {
+        if report.contains(.handshakeDone), machine.phase == .handshake {
             handshakeCompleted()
             // The first request is timed from here.
-            state = .readingHead
-            enter(.firstRequest)
+            machine.handshakeDone(now: monotonicNow())
         }
         if report.contains(.readable), transport.isOpen { clientReadable() }
         if report.contains(.writable), transport.isOpen { clientWritable() }
         if report.contains(.peerGone) || transport.phase == .closed {
-            if state == .tunnel, transport.isOpen, let backend = exchange?.backend {
-                // The client ended the upgraded connection: what it sent
-                // still reaches the backend, then that side closes too.
-                pumpTunnel()
-                exchange?.backend = nil
-                backend.closeAfterFlush(timeout: runtime.snapshot.timeouts.idle)
-                return beginClosing()
-            }
-            // The client is gone. Abort whatever is in flight; the backend
-            // connection cannot be reused mid-exchange.
-            if state != .closing { close() }
+            // A tunnel first delivers what the client sent before it left.
+            if machine.phase == .tunnel { pumpTunnel() }
+            perform(machine.clientGone(transportOpen: transport.isOpen, now: monotonicNow()))
         }
     }
 
     /// Ends every entry point (socket, timer, backend, drain): what this turn
     /// queued for the client is written in the loop iteration that produced
-    /// it, and reading resumes if this turn made room in the input.
+    /// it, reading resumes if this turn made room in the input, and the timer
+    /// follows the phase.
     func flushOutput() {
-        guard state != .closed, transport.isOpen else { return }
-        transport.inputConsumed()
-        // A flush that makes room may let a paused backend fill the output again.
-        while state != .closed, transport.isOpen, transport.outputLength > 0 {
-            let report = transport.flush()
-            handle(report)
-            guard report.contains(.writable) else { return }
+        guard isOpen else { return }
+        if transport.isOpen {
+            transport.inputConsumed()
+            // A flush that makes room may let a paused backend fill the output again.
+            while isOpen, transport.isOpen, transport.outputLength > 0 {
+                let report = transport.flush()
+                handle(report)
+                guard report.contains(.writable) else { break }
+            }
         }
+        if isOpen, machine.timerStale { armTimer() }
     }
 
-    // MARK: - Lifecycle: request head
+    // MARK: - Lifecycle: request head (the HTTP/1.1 codec)
 
-    func clientReadable() {
-        switch state {
-        case .readingHead:
+    private func clientReadable() {
+        if machine.readsHeads {
             readHead()
-        case .forwarding:
-            if exchange?.requestBody.isDone == false { pumpRequestBody() }
-            // Otherwise pipelined bytes wait for the current response.
-        case .tunnel:
+        } else if machine.forwarding {
+            // Pipelined bytes after a complete body wait for the current response.
+            pumpRequestBody()
+        } else if machine.phase == .tunnel {
             pumpTunnel()
-        case .handshake, .closing, .closed:
-            break
         }
     }
 
     private func readHead() {
-        while state == .readingHead {
-            let available = input.evLength
-            guard available > 0 else { return }
-            if clock.phase == .idle || clock.phase == .firstRequest { enter(.head) }
+        while machine.readsHeads, isOpen {
+            guard transport.inputLength > 0 else { return }
+            machine.headStarted(now: monotonicNow())
             let current = request ?? worker.takeRequestState(limits: runtime.limits)
             request = current
             let bytes = Evbuffer.front(input, max: runtime.limits.maxHeaderBytes + 1)
@@ -231,7 +168,8 @@ final class ClientConnection {
             case .error(let error):
                 logRejected(error)
                 beginRecord(nil, bytes)
-                respondLocally(status: error.status, close: true)
+                // Whatever follows an unparsable head is unread.
+                respondLocally(status: error.status, close: true, unreadBody: true)
                 return
             case .complete(let head):
                 startRequest(head, bytes: bytes)
@@ -270,38 +208,36 @@ final class ClientConnection {
             // for that name (RFC 9110 §15.5.20).
             let status = refusal == .misdirected ? 421 : 404
             worker.stats.refused(refusal, "\(refusal.label): \(self.describe(head, bytes)): \(status)")
-            finishLocal(head, bytes: bytes, status: status, close: status == 421 || hasBody || !head.keepAlive)
-            return
+            return finishLocal(head, status: status, close: status == 421)
         case .notRedirected:
             noteACMELookalike(head, bytes, path)
-            finishLocal(head, bytes: bytes, status: 404, close: hasBody || !head.keepAlive)
-            return
+            return finishLocal(head, status: 404, close: false)
         case .redirect:
             // The router redirects only a Host some domain claims.
-            guard let hostName else { return finishLocal(head, bytes: bytes, status: 404, close: true) }
+            guard let hostName else { return finishLocal(head, status: 404, close: true) }
             noteACMELookalike(head, bytes, path)
+            // An unread body ends the connection (its bytes are not a request).
+            let end = machine.localResponse(close: hasBody || !head.keepAlive, unreadBody: hasBody, now: monotonicNow())
             var sink = EvbufferSink(buffer: output)
-            let keepAlive = head.keepAlive && !hasBody && !worker.draining
             worker.stats.countResponse(status: 301)
             let before = output.evLength
-            writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: keepAlive, into: &sink)
+            writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: end == .keepAlive, into: &sink)
             recordHead(status: 301, since: before)
             finishRecord()
             evbuffer_drain(input, head.headLength)
             request?.parser.reset()
-            if keepAlive { goIdle() } else { beginClosing() }
-            return
+            return execute(end)
         }
 
         let route = runtime.routes[routeID]
         if case .contentLength(let n) = head.framing, let max = route.domain.maxBodyBytes, n > max {
-            finishLocal(head, bytes: bytes, status: 413, close: true)
-            return
+            return finishLocal(head, status: 413, close: true)
         }
 
         guard let current = request else { return }
-        // The upstream head is rendered once; kept for a possible retry.
-        current.upstreamHead.bytes.removeAll(keepingCapacity: true)
+        let ex = current.exchange
+        // The upstream head is rendered once; the exchange keeps it for a possible retry.
+        ex.upstreamHead.bytes.removeAll(keepingCapacity: true)
         // Only a bodiless upgrade request is passed on: the tunnel then starts
         // on a clean message boundary.
         let upgrade = head.wantsUpgrade && head.framing == .none
@@ -309,47 +245,45 @@ final class ClientConnection {
         primaryName.withUTF8 { name in
             clientAddress.withUnsafeBytes { client in
                 writeUpstreamRequestHead(head, in: bytes, clientAddress: client, scheme: listener.scheme, upgrade: upgrade,
-                                         defaultHost: UnsafeRawBufferPointer(name), into: &current.upstreamHead)
+                                         defaultHost: UnsafeRawBufferPointer(name), into: &ex.upstreamHead)
             }
         }
-        let ex = Exchange(method: head.methodKind, clientVersion: head.version, requestKeepAlive: head.keepAlive,
-                          route: route, requestBody: BodyState(request: head.framing, limits: runtime.limits,
-                                                               maxBodyBytes: route.domain.maxBodyBytes),
-                          requestHadBody: hasBody && head.framing != .contentLength(0),
-                          upstreamHead: current.upstreamHead.bytes)
-        current.responseParser.reset()
-        ex.upgradeRequested = upgrade
+        ex.begin(route: route, method: head.methodKind,
+                 requestBody: BodyState(request: head.framing, limits: runtime.limits, maxBodyBytes: route.domain.maxBodyBytes),
+                 owner: self)
+        current.clientVersion = head.version
         let expectContinue = head.expectContinue && hasBody
         evbuffer_drain(input, head.headLength)
-        request?.parser.reset()
-        state = .forwarding
+        current.parser.reset()
 
-        guard let backend = acquireBackend(route) else {
+        let facts = ConnectionStateMachine.Exchange(
+            idempotent: head.methodKind.isIdempotent, requestKeepAlive: head.keepAlive,
+            requestHadBody: hasBody && head.framing != .contentLength(0), upgradeRequested: upgrade,
+            requestBodyDone: ex.requestBodyDone)
+        let now = monotonicNow()
+        guard ex.connect(worker: worker, fresh: false) else {
+            machine.exchangeStarted(facts, connected: false, now: now)
             worker.stats.add(.backendConnectErrors)
-            exchange = ex
-            failExchange(status: 502, reason: "cannot connect to backend \(route.domain.backend)")
-            return
+            Log.warning("502: cannot connect to backend \(route.domain.backend)")
+            return perform(machine.backendUnavailable(now: now))
         }
-        ex.backend = backend
-        exchange = ex
-        current.backendStarted = preciseNow()
-        sendUpstreamHead(to: backend)
+        machine.exchangeStarted(facts, connected: ex.backendConnected, now: now)
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
             // sees Expect (it is stripped with the hop-by-hop fields).
             var sink = EvbufferSink(buffer: output)
             writeContinue(into: &sink)
         }
-        enter(backend.connected ? (ex.requestBody.isDone ? .backendResponse : .body) : .backendConnect)
         pumpRequestBody()
     }
 
-    /// Answers a request Gatehouse handles itself; the body (if any) is not read,
-    /// so such answers close the connection when one was sent.
-    private func finishLocal(_ head: RequestHead, bytes: UnsafeRawBufferPointer, status: Int, close: Bool) {
+    /// Answers a request Gatehouse handles itself; the body (if any) is not
+    /// read, so such answers close the connection when one was sent.
+    private func finishLocal(_ head: RequestHead, status: Int, close: Bool) {
         evbuffer_drain(input, head.headLength)
         request?.parser.reset()
-        respondLocally(status: status, close: close || head.framing != .none || !head.keepAlive)
+        let hasBody = head.framing != .none
+        respondLocally(status: status, close: close || hasBody || !head.keepAlive, unreadBody: hasBody)
     }
 
     /// A path under the ACME prefix that is not a token was answered as an
@@ -367,384 +301,298 @@ final class ClientConnection {
             + "\(String(decoding: bytes[span: head.target].prefix(200), as: UTF8.self)) Host \(host.prefix(200))"
     }
 
-    private func acquireBackend(_ route: ProxyRuntime.Route) -> BackendConnection? {
-        if let pooled = worker.pool.take(route.poolKey, now: monotonicNow()) {
-            pooled.client = self
-            return pooled
-        }
-        guard let address = route.backend else { return nil }
-        let conn = BackendConnection.connect(base: worker.base, to: address, poolKey: route.poolKey)
-        conn?.client = self
-        return conn
-    }
-
-    private func sendUpstreamHead(to backend: BackendConnection) {
-        guard let ex = exchange else { return }
-        ex.upstreamHead.withUnsafeBytes { raw in
-            _ = evbuffer_add(backend.output, raw.baseAddress, raw.count)
-        }
-        backend.send()
-    }
-
     // MARK: - Lifecycle: request body
 
     private func pumpRequestBody() {
-        guard let ex = exchange, let backend = ex.backend, !ex.requestBody.isDone else { return }
-        let before = input.evLength
-        let result = ex.requestBody.pump(from: input, to: backend.output, reframe: true)
-        backend.send()
-        record?.bytesIn += UInt64(before - input.evLength)
-        exchange = ex
+        guard let ex = exchange, !ex.requestBodyDone else { return }
+        let (result, taken) = ex.pumpRequestBody(from: input)
+        record?.bytesIn += UInt64(taken)
+        let now = monotonicNow()
         switch result {
         case .progress, .needMore:
-            clock.progress(now: monotonicNow())
-            if backend.output.evLength > ProxyBuffers.writeHighWater { pauseClientRead() }
+            machine.progress(now: now)
+            if ex.backendOutputLength > ProxyBuffers.writeHighWater { setClientReadPaused(true) }
         case .done:
-            clock.progress(now: monotonicNow())
-            if clock.phase == .body { enter(.backendResponse) }
+            machine.progress(now: now)
+            machine.requestBodyDone(now: now)
         case .error(let error):
             logRejected(error)
-            if ex.responseStarted {
-                abortExchange()
-                close()
-            } else {
-                failExchange(status: error.status, reason: nil)
-            }
+            perform(machine.requestBodyFailed(status: error.status, now: now))
         case .closedEarly:
             break
         }
     }
 
-    private func pauseClientRead() {
-        guard !clientReadPaused else { return }
-        clientReadPaused = true
-        transport.pauseReading()
+    private func setClientReadPaused(_ paused: Bool) {
+        guard machine.pauseClientRead(paused) else { return }
+        if paused { transport.pauseReading() } else { transport.resumeReading() }
     }
 
-    private func resumeClientRead() {
-        guard clientReadPaused else { return }
-        clientReadPaused = false
-        transport.resumeReading()
+    private func setBackendReadPaused(_ paused: Bool) {
+        guard machine.pauseBackendRead(paused) else { return }
+        exchange?.pauseBackendRead(paused)
     }
 
-    // MARK: - Lifecycle: backend
+    // MARK: - Lifecycle: backend (reported by the exchange)
 
-    func backendConnected(_ backend: BackendConnection) {
-        guard let ex = exchange, ex.backend === backend, clock.phase == .backendConnect else { return }
-        enter(ex.requestBody.isDone ? .backendResponse : .body)
+    func exchangeConnected(_ exchange: Exchange) {
+        machine.backendConnected(now: monotonicNow())
     }
 
-    func backendWritable(_ backend: BackendConnection) {
+    func exchangeWritable(_ exchange: Exchange) {
         // Output drained: take more of the request body.
-        guard exchange?.backend === backend else { return }
-        if state == .tunnel {
-            pumpTunnel()
-            return
-        }
-        resumeClientRead()
+        if machine.phase == .tunnel { return pumpTunnel() }
+        setClientReadPaused(false)
         pumpRequestBody()
     }
 
-    func backendFailed(_ backend: BackendConnection, eof: Bool) {
-        guard var ex = exchange, ex.backend === backend else {
-            backend.close()
-            return
-        }
-        if state == .tunnel {
-            // The backend ended the upgraded connection: deliver what it sent, then close.
-            pumpTunnel()
-            beginClosing()
-            return
-        }
-        if ex.response == .body, case .untilClose = ex.responseBody, eof {
-            // Close-delimited response: EOF is its end.
-            pumpResponse(from: backend)
-            ex = exchange ?? ex
-            ex.responseBody = .done
-            exchange = ex
-            finishResponse()
-            return
-        }
-        backend.close()
-        ex.backend = nil
-        exchange = ex
-        if !ex.responseStarted {
-            // A pooled connection the backend had closed: retry once on a fresh
-            // one if nothing of the body was sent (RFC 9110 §9.2.2).
-            if backend.reused, !ex.retried, ex.method.isIdempotent, ex.requestBody.isDone,
-               !ex.requestHadBody, !ex.responseBytesSeen,
-               let fresh = acquireFresh(ex.route) {
-                ex.retried = true
-                ex.backend = fresh
-                exchange = ex
-                sendUpstreamHead(to: fresh)
-                enter(.backendConnect)
-                return
-            }
-            worker.stats.add(backend.connected ? .backendResetErrors : .backendConnectErrors)
-            failExchange(status: 502, reason: backend.connected
-                ? "backend \(ex.route.domain.backend) closed the connection before responding"
-                : "cannot connect to backend \(ex.route.domain.backend)")
-        } else {
-            // Mid-body: the client's response is truncated; closing is the only honest signal.
-            Log.warning("backend \(ex.route.domain.backend) closed mid-response")
-            exchange = nil
-            close()
-        }
+    func exchangeReadable(_ exchange: Exchange) {
+        if machine.phase == .tunnel { pumpTunnel() } else { pumpResponse() }
     }
 
-    private func acquireFresh(_ route: ProxyRuntime.Route) -> BackendConnection? {
-        guard let address = route.backend,
-              let conn = BackendConnection.connect(base: worker.base, to: address, poolKey: route.poolKey) else { return nil }
-        conn.client = self
-        return conn
+    func exchangeFailed(_ ex: Exchange, eof: Bool) {
+        // What arrived before the end is delivered first: the rest of a tunnel,
+        // or a close-delimited body.
+        if machine.phase == .tunnel {
+            pumpTunnel()
+        } else if eof, machine.exchange?.responseUntilClose == true {
+            pumpResponse()
+        }
+        let connected = ex.backendConnected
+        let backend = ex.backendName
+        let action = machine.backendFailed(eof: eof, reused: ex.backendReused, now: monotonicNow())
+        switch action {
+        case .retry:
+            guard ex.connect(worker: worker, fresh: true) else {
+                worker.stats.add(.backendConnectErrors)
+                Log.warning("502: cannot connect to backend \(backend)")
+                return perform(machine.backendUnavailable(now: monotonicNow()))
+            }
+        case .respond:
+            worker.stats.add(connected ? .backendResetErrors : .backendConnectErrors)
+            Log.warning(connected ? "502: backend \(backend) closed the connection before responding"
+                                  : "502: cannot connect to backend \(backend)")
+        case .end(.abort):
+            // Mid-body: the client's response is truncated; an abort is the only honest signal.
+            Log.warning("backend \(backend) closed mid-response")
+        default:
+            break
+        }
+        perform(action)
     }
 
     // MARK: - Lifecycle: response
 
-    func backendReadable(_ backend: BackendConnection) {
-        guard exchange?.backend === backend else { return }
-        if state == .tunnel {
-            pumpTunnel()
-        } else {
-            pumpResponse(from: backend)
-        }
-    }
-
-    private func pumpResponse(from backend: BackendConnection) {
-        while let ex = exchange, ex.backend === backend {
-            switch ex.response {
-            case .awaitingHead:
-                let bytes = Evbuffer.front(backend.input, max: runtime.limits.maxHeaderBytes + 1)
-                guard bytes.count > 0 else { return }
-                ex.responseBytesSeen = true
-                guard let current = request else { return }
-                let result = current.responseParser.parse(bytes, requestMethod: ex.method)
-                exchange = ex
-                switch result {
+    private func pumpResponse() {
+        while machine.forwarding, let ex = exchange {
+            guard machine.exchange?.responseStarted == true else {
+                guard ex.hasResponseBytes else { return }
+                machine.responseBytesArrived()
+                switch ex.readResponseHead(maxHeaderBytes: runtime.limits.maxHeaderBytes) {
                 case .incomplete:
-                    if bytes.count > runtime.limits.maxHeaderBytes {
-                        failExchange(status: 502, reason: "backend response head too large")
-                    }
                     return
-                case .error(let error):
-                    failExchange(status: 502, reason: "invalid response from backend \(ex.route.domain.backend): \(error)")
-                    return
-                case .complete(let head):
-                    startResponse(head, bytes: bytes, backend: backend)
+                case .tooLarge:
+                    return responseFailed("backend \(ex.backendName): response head too large")
+                case .invalid(let error):
+                    return responseFailed("invalid response from backend \(ex.backendName): \(error)")
+                case .head(let head, let bytes):
+                    startResponse(head, bytes: bytes, ex)
+                    continue
                 }
-            case .body:
-                let before = output.evLength
-                let result = ex.responseBody.pump(from: backend.input, to: output, reframe: ex.reframeChunks)
-                record?.bytesOut += UInt64(output.evLength - before)
-                exchange = ex
-                switch result {
-                case .progress, .needMore:
-                    clock.progress(now: monotonicNow())
-                    if output.evLength > ProxyBuffers.writeHighWater { pauseBackendRead(backend) }
-                    return
-                case .done:
-                    finishResponse()
-                case .error(let error):
-                    Log.warning("invalid response body from backend \(ex.route.domain.backend): \(error)")
-                    abortExchange()
-                    close()
-                    return
-                case .closedEarly:
-                    return
-                }
+            }
+            let (result, added) = ex.pumpResponseBody(to: output)
+            record?.bytesOut += UInt64(added)
+            switch result {
+            case .progress, .needMore:
+                machine.progress(now: monotonicNow())
+                if output.evLength > ProxyBuffers.writeHighWater { setBackendReadPaused(true) }
+                return
             case .done:
+                finishResponse()
+            case .error(let error):
+                return responseFailed("invalid response body from backend \(ex.backendName): \(error)")
+            case .closedEarly:
                 return
             }
         }
     }
 
-    private func startResponse(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
-        guard let ex = exchange else { return }
+    /// Before the response started: a 502; after: an abort.
+    private func responseFailed(_ reason: String) {
+        Log.warning(reason)
+        perform(machine.responseFailed(now: monotonicNow()))
+    }
+
+    private func startResponse(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, _ ex: Exchange) {
+        guard let current = request else { return }
         if (100..<200).contains(head.status) {
-            // RFC 9110 §15.2: interim responses pass through; 101 cannot, since
-            // Upgrade is never forwarded.
-            if head.status == 101 {
-                guard ex.upgradeRequested else {
-                    failExchange(status: 502, reason: "backend switched protocols without an Upgrade request")
-                    return
-                }
-                startTunnel(head, bytes: bytes, backend: backend)
-                return
-            }
+            // RFC 9110 §15.2: interim responses pass through; 101 only after an
+            // Upgrade was forwarded.
+            if head.status == 101 { return startTunnel(head, bytes: bytes, ex) }
             // An HTTP/1.0 client cannot take one (RFC 9110 §15.2): dropped.
-            if ex.clientVersion == .http11 {
+            if current.clientVersion == .http11 {
                 var sink = EvbufferSink(buffer: output)
                 writeInterimResponseHead(head, in: bytes, into: &sink)
             }
-            evbuffer_drain(backend.input, head.headLength)
-            request?.responseParser.reset()
-            exchange = ex
+            ex.consumeResponseHead(head, body: nil, reframe: false)
             return
         }
         worker.stats.countResponse(status: head.status)
         let clientFraming: BodyFraming
+        let body: BodyState
+        var reframe = false
         switch head.framing {
         case .none:
             clientFraming = .none
-            ex.responseBody = .done
+            body = .done
         case .contentLength(let n):
             clientFraming = .contentLength(n)
-            ex.responseBody = n == 0 ? .done : .length(n)
+            body = n == 0 ? .done : .length(n)
         case .chunked:
-            ex.reframeChunks = ex.clientVersion == .http11
-            clientFraming = ex.reframeChunks ? .chunked : .untilClose
-            ex.responseBody = .chunked(ChunkedDecoder(limits: runtime.limits))
+            // An HTTP/1.0 client gets the decoded body, delimited by the close.
+            reframe = current.clientVersion == .http11
+            clientFraming = reframe ? .chunked : .untilClose
+            body = .chunked(ChunkedDecoder(limits: runtime.limits))
         case .untilClose:
             clientFraming = .untilClose
-            ex.responseBody = .untilClose
+            body = .untilClose
         }
-        ex.clientKeepAlive = ex.requestKeepAlive && clientFraming != .untilClose
-            && ex.requestBody.isDone && !worker.draining
-        // A refused upgrade keeps HTTP framing, but the backend may have half
-        // switched: its connection is not reused.
-        ex.backendReusable = head.keepAlive && head.framing != .untilClose && !ex.upgradeRequested
-        ex.response = .body
-        ex.responseStarted = true
-        ex.upstreamHead = []
+        let now = monotonicNow()
+        let keepAlive = machine.responseHead(clientUntilClose: clientFraming == .untilClose, backendKeepAlive: head.keepAlive,
+                                             backendUntilClose: head.framing == .untilClose, now: now)
+        let route = ex.route
         var sink = EvbufferSink(buffer: output)
         let before = output.evLength
-        ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
-            writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: ex.clientKeepAlive,
-                                    clientVersion: ex.clientVersion, hsts: hsts,
-                                    upgradeInsecureRequests: listener.scheme == .https && ex.route.domain.upgradeInsecureRequests,
+        route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+            writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: keepAlive,
+                                    clientVersion: current.clientVersion, hsts: hsts,
+                                    upgradeInsecureRequests: listener.scheme == .https && route?.domain.upgradeInsecureRequests == true,
                                     into: &sink)
         }
-        let backendSeconds = preciseNow() - (request?.backendStarted ?? 0)
+        let backendSeconds = preciseNow() - ex.backendStarted
         worker.stats.observeBackend(seconds: backendSeconds)
         recordHead(status: head.status, since: before, backendSeconds: backendSeconds)
-        evbuffer_drain(backend.input, head.headLength)
-        exchange = ex
-        enter(.responding)
+        ex.consumeResponseHead(head, body: body, reframe: reframe)
     }
 
     private func finishResponse() {
-        guard let ex = exchange else { return }
-        exchange = nil
-        finishRecord()
-        if let backend = ex.backend {
-            if ex.backendReusable, ex.requestBody.isDone, !backend.closed {
-                resumeBackendRead(backend)
-                worker.pool.put(backend, now: monotonicNow())
-            } else {
-                backend.close()
-            }
-        }
-        resumeClientRead()
-        // Draining: a response that started before SIGTERM promised
-        // keep-alive, but the connection still ends with it.
-        guard ex.clientKeepAlive, state == .forwarding, !worker.draining else {
-            beginClosing()
-            return
-        }
-        state = .readingHead
-        goIdle()
+        let action = machine.responseDone(now: monotonicNow())
+        perform(action)
         // Pipelined requests already buffered are answered in order.
-        if input.evLength > 0 { readHead() }
+        if case .finish(_, .keepAlive) = action, transport.inputLength > 0 { readHead() }
     }
 
     // MARK: - Lifecycle: upgraded tunnel
 
     /// RFC 9110 §15.2.2: after the 101 both connections carry the new protocol;
-    /// bytes move between the evbuffers untouched until either side closes.
-    private func startTunnel(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, backend: BackendConnection) {
-        guard let ex = exchange else { return }
+    /// bytes move between the buffers untouched until either side closes.
+    private func startTunnel(_ head: ResponseHead, bytes: UnsafeRawBufferPointer, _ ex: Exchange) {
+        let action = machine.switchingProtocols(now: monotonicNow())
+        guard action == .none else {
+            Log.warning("502: backend \(ex.backendName) switched protocols without an Upgrade request")
+            return perform(action)
+        }
         worker.stats.countResponse(status: 101)
         var sink = EvbufferSink(buffer: output)
         let before = output.evLength
-        ex.route.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+        ex.route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
             writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
         }
-        evbuffer_drain(backend.input, head.headLength)
-        recordHead(status: 101, since: before, backendSeconds: preciseNow() - (request?.backendStarted ?? 0))
-        ex.responseStarted = true
-        ex.backendReusable = false
-        ex.upstreamHead = []
-        exchange = ex
-        state = .tunnel
-        enter(.tunnel)
+        recordHead(status: 101, since: before, backendSeconds: preciseNow() - ex.backendStarted)
+        ex.consumeResponseHead(head, body: nil, reframe: false)
         pumpTunnel()
     }
 
     private func pumpTunnel() {
-        guard state == .tunnel, let backend = exchange?.backend else { return }
-        var moved = false
-        let fromClient = input.evLength
-        if fromClient > 0 {
-            _ = Evbuffer.move(from: input, to: backend.output, count: fromClient)
-            backend.send()
-            record?.bytesIn += UInt64(fromClient)
-            moved = true
-        }
-        let fromBackend = backend.input.evLength
-        if fromBackend > 0 {
-            _ = Evbuffer.move(from: backend.input, to: output, count: fromBackend)
-            record?.bytesOut += UInt64(fromBackend)
-            moved = true
-        }
-        if moved { clock.progress(now: monotonicNow()) }
+        guard machine.phase == .tunnel, let ex = exchange else { return }
+        let moved = ex.pumpTunnel(client: input, client: output)
+        record?.bytesIn += UInt64(moved.toBackend)
+        record?.bytesOut += UInt64(moved.toClient)
+        if moved.toBackend + moved.toClient > 0 { machine.progress(now: monotonicNow()) }
         // Backpressure both ways, as for bodies.
-        if backend.output.evLength > ProxyBuffers.writeHighWater { pauseClientRead() } else { resumeClientRead() }
-        if output.evLength > ProxyBuffers.writeHighWater { pauseBackendRead(backend) } else { resumeBackendRead(backend) }
-    }
-
-    private func pauseBackendRead(_ backend: BackendConnection) {
-        guard !backendReadPaused else { return }
-        backendReadPaused = true
-        backend.pauseRead()
-    }
-
-    private func resumeBackendRead(_ backend: BackendConnection) {
-        guard backendReadPaused else { return }
-        backendReadPaused = false
-        backend.resumeRead()
+        setClientReadPaused(ex.backendOutputLength > ProxyBuffers.writeHighWater)
+        setBackendReadPaused(output.evLength > ProxyBuffers.writeHighWater)
     }
 
     /// A flush left at most the low watermark in the output: a backend paused
     /// for this client may go on.
     private func clientWritable() {
-        if state == .tunnel {
+        if machine.phase == .tunnel {
             pumpTunnel()
-        } else if let backend = exchange?.backend, backendReadPaused, output.evLength <= ProxyBuffers.writeLowWater {
-            resumeBackendRead(backend)
-            pumpResponse(from: backend)
+        } else if machine.backendReadPaused, exchange != nil, output.evLength <= ProxyBuffers.writeLowWater {
+            setBackendReadPaused(false)
+            pumpResponse()
         }
     }
 
-    // MARK: - Errors and local responses
+    // MARK: - Actions
 
-    /// The exchange failed before any response byte went to the client.
-    private func failExchange(status: Int, reason: String?) {
-        if let reason { Log.warning("\(status): \(reason)") }
-        abortExchange()
-        respondLocally(status: status, close: true)
+    /// Carries out what the state machine decided.
+    private func perform(_ action: ConnectionStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .retry:
+            // Carried out where the backend failed (`exchangeFailed`).
+            break
+        case .respond(let status, let end):
+            writeLocalResponse(status: status, end: end)
+        case .finish(let reuse, let end):
+            finishRecord()
+            setClientReadPaused(false)
+            _ = machine.pauseBackendRead(false)
+            exchange?.end(returningTo: reuse ? worker.pool : nil)
+            execute(end)
+        case .endTunnelFromClient:
+            exchange?.endTunnelFromClient(timeout: runtime.snapshot.timeouts.idle)
+            execute(.close(linger: false))
+        case .end(let end):
+            execute(end)
+        }
     }
 
-    private func respondLocally(status: Int, close requested: Bool) {
-        // While draining, every response is the connection's last.
-        let close = requested || worker.draining
+    private func execute(_ end: ConnectionStateMachine.End) {
+        switch end {
+        case .keepAlive:
+            // Between requests the request state goes back to the worker's
+            // pool, so an idle keep-alive connection holds none.
+            releaseRequestState()
+        case .close(let linger):
+            // The graceful end: the queued response is flushed, then
+            // close_notify and FIN; with a request body left unread (or
+            // pipelined bytes), the transport lingers so the client reads the
+            // answer before any RST.
+            abortExchange()
+            setClientReadPaused(false)
+            flushOutput()
+            guard isOpen, transport.isOpen else { return }
+            handle(transport.shutdown(linger: linger || transport.inputLength > 0))
+        case .abort:
+            close()
+        }
+    }
+
+    /// Gatehouse's own response (an error, a refusal), for the request in
+    /// progress: its exchange's backend (if any) is dropped first.
+    private func respondLocally(status: Int, close: Bool, unreadBody: Bool) {
+        let end = machine.localResponse(close: close, unreadBody: unreadBody, now: monotonicNow())
+        writeLocalResponse(status: status, end: end)
+    }
+
+    private func writeLocalResponse(status: Int, end: ConnectionStateMachine.End) {
+        let route = listener.scheme == .https ? localRoute() : nil
+        abortExchange()
         worker.stats.countResponse(status: status)
         var sink = EvbufferSink(buffer: output)
-        let route = listener.scheme == .https ? localRoute() : nil
         let before = output.evLength
         let hsts: [UInt8]? = route?.hsts
         hsts.withOptionalBytes(enabled: true) { hsts in
-            writeErrorResponse(status: status, hsts: hsts, close: close,
+            writeErrorResponse(status: status, hsts: hsts, close: end != .keepAlive,
                                upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
         }
         recordHead(status: status, since: before)
         finishRecord()
-        if close {
-            beginClosing()
-        } else {
-            state = .readingHead
-            goIdle()
-        }
+        execute(end)
     }
 
     /// Whose policy (HSTS, CSP) Gatehouse's own HTTPS responses carry: the
@@ -757,29 +605,7 @@ final class ClientConnection {
 
     /// Drops the backend side of the current exchange without reusing it.
     private func abortExchange() {
-        if let backend = exchange?.backend { backend.close() }
-        exchange = nil
-    }
-
-    /// The graceful end: the queued response is flushed, then close_notify
-    /// and FIN; with a request body left unread (or pipelined bytes), the
-    /// transport lingers so the client reads the answer before any RST.
-    private func beginClosing() {
-        guard state != .closed, state != .closing else { return }
-        let unread = exchange.map { !$0.requestBody.isDone } ?? false
-        abortExchange()
-        state = .closing
-        clientReadPaused = false
-        enter(.closing)
-        flushOutput()
-        handle(transport.shutdown(linger: unread || transport.inputLength > 0))
-    }
-
-    /// Between requests: the request state goes back to the worker's pool,
-    /// so an idle keep-alive connection holds none.
-    private func goIdle() {
-        enter(.idle)
-        releaseRequestState()
+        exchange?.end(returningTo: nil)
     }
 
     private func releaseRequestState() {
@@ -792,25 +618,22 @@ final class ClientConnection {
     /// open: no close_notify, a plain connection reset), the connection leaves
     /// the worker and releases itself.
     func close() {
-        guard state != .closed else { return }
-        state = .closed
+        guard let r = retained else { return }
+        machine.closed()
         finishRecord()
         abortExchange()
         releaseRequestState()
         event_free(timer)
         transport.abort()
         worker.connectionClosed(self)
-        let r = retained
         retained = nil
-        r?.release()
+        r.release()
     }
 
-    /// SIGTERM: a keep-alive connection between requests (it was served)
-    /// closes now, with close_notify. Every other one is in flight: one in its
-    /// handshake or before its first request may already carry a request a
-    /// TCP balancer cannot retry, so it is served, with `Connection: close`.
+    /// SIGTERM: an idle keep-alive connection closes now; the rest are served
+    /// (see `ConnectionStateMachine.drain`).
     func drain() {
-        if state == .readingHead, clock.phase == .idle, transport.inputLength == 0 { beginClosing() }
+        perform(machine.drain(inputPending: transport.inputLength > 0, now: monotonicNow()))
         flushOutput()
     }
 
@@ -862,41 +685,29 @@ final class ClientConnection {
 
     // MARK: - Timers
 
-    private func enter(_ phase: ConnectionClock.Phase) {
-        clock.enter(phase, now: monotonicNow())
-        armTimer()
-    }
-
     private func armTimer() {
-        var tv = timeval(seconds: clock.deadline(runtime.snapshot.timeouts) - monotonicNow())
+        var tv = timeval(seconds: machine.deadline - monotonicNow())
         event_add(timer, &tv)
+        machine.timerArmed()
     }
 
     func timerFired() {
-        guard state != .closed else { return }
-        guard let expiry = clock.expiry(now: monotonicNow(), runtime.snapshot.timeouts) else {
-            armTimer()
-            return
+        guard isOpen else { return }
+        let phase = machine.phase
+        let action = machine.timerFired(now: monotonicNow())
+        switch action {
+        case .end(.abort) where phase == .handshake:
+            worker.stats.countHandshakeFailure(.aborted)
+        case .respond(let status, _) where status == 408:
+            Self.headTimeoutLog.write("request head timeout from \(String(decoding: self.clientAddress, as: UTF8.self))")
+        case .respond(let status, _):
+            worker.stats.add(status == 504 ? .backendTimeouts : .backendConnectErrors)
+            Log.warning("\(status): backend timeout (\(phase))")
+        default:
+            break
         }
-        defer { flushOutput() }
-        switch expiry {
-        case .close:
-            if state == .handshake { worker.stats.countHandshakeFailure(.aborted) }
-            // Nothing in flight: a polite goodbye. A stalled transfer or flush: abort.
-            if clock.phase == .idle || clock.phase == .firstRequest { beginClosing() } else { close() }
-        case .respond(let status):
-            if exchange?.responseStarted == true {
-                abortExchange()
-                close()
-            } else {
-                if status == 408 {
-                    Self.headTimeoutLog.write("request head timeout from \(String(decoding: self.clientAddress, as: UTF8.self))")
-                } else {
-                    worker.stats.add(status == 504 ? .backendTimeouts : .backendConnectErrors)
-                }
-                failExchange(status: status, reason: status == 408 ? nil : "backend timeout (\(clock.phase))")
-            }
-        }
+        perform(action)
+        flushOutput()
     }
 
     private func handshakeCompleted() {
@@ -945,23 +756,23 @@ struct ListenerSettings: Sendable {
 /// they wait for the next (nginx frees its request pool the same way).
 final class RequestState {
     var parser: RequestHeadParser
-    var responseParser: ResponseHeadParser
-    var upstreamHead = ByteArraySink()
-    var exchange: ClientConnection.Exchange?
+    /// Pooled with the parser: its upstream head buffer and response parser
+    /// are reused too.
+    let exchange: Exchange
+    /// The HTTP/1.1 codec's: what the client's request line said.
+    var clientVersion: HTTPVersion = .http11
     var record: AccessRecord?
     var recordStarted = 0.0
-    var backendStarted = 0.0
 
     init(limits: HTTPLimits) {
         parser = RequestHeadParser(limits: limits)
-        responseParser = ResponseHeadParser(limits: limits)
+        exchange = Exchange(limits: limits)
     }
 
     /// Ready for another connection's request.
     func reset() {
         parser.reset()
-        responseParser.reset()
-        exchange = nil
+        exchange.end(returningTo: nil)
         record = nil
     }
 }
