@@ -250,8 +250,7 @@ final class AccessLogWriter {
     }
 
     func append(_ record: AccessRecord) {
-        var sink = EvbufferSink(buffer: buffer)
-        AccessLogLine.write(record, format: settings.format, into: &sink)
+        Evbuffer.render(into: buffer) { AccessLogLine.write(record, format: settings.format, into: &$0) }
         if evbuffer_get_length(buffer) >= Self.flushThreshold { flush() }
     }
 

@@ -218,10 +218,11 @@ final class ClientConnection: ExchangeOwner {
             noteACMELookalike(head, bytes, path)
             // An unread body ends the connection (its bytes are not a request).
             let end = machine.localResponse(close: hasBody || !head.keepAlive, unreadBody: hasBody, now: monotonicNow())
-            var sink = EvbufferSink(buffer: output)
             worker.stats.countResponse(status: 301)
             let before = output.evLength
-            writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: end == .keepAlive, into: &sink)
+            Evbuffer.render(into: output) { sink in
+                writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: end == .keepAlive, into: &sink)
+            }
             recordHead(status: 301, since: before)
             finishRecord()
             evbuffer_drain(input, head.headLength)
@@ -237,15 +238,16 @@ final class ClientConnection: ExchangeOwner {
         guard let current = request else { return }
         let ex = current.exchange
         // The upstream head is rendered once; the exchange keeps it for a possible retry.
-        ex.upstreamHead.bytes.removeAll(keepingCapacity: true)
+        ex.upstreamHead.removeAll()
         // Only a bodiless upgrade request is passed on: the tunnel then starts
         // on a clean message boundary.
         let upgrade = head.wantsUpgrade && head.framing == .none
         var primaryName = route.domain.primaryName
+        var sink = ByteBufferSink(buffer: ex.upstreamHead)
         primaryName.withUTF8 { name in
             clientAddress.withUnsafeBytes { client in
                 writeUpstreamRequestHead(head, in: bytes, clientAddress: client, scheme: listener.scheme, upgrade: upgrade,
-                                         defaultHost: UnsafeRawBufferPointer(name), into: &ex.upstreamHead)
+                                         defaultHost: UnsafeRawBufferPointer(name), into: &sink)
             }
         }
         ex.begin(route: route, method: head.methodKind,
@@ -271,8 +273,7 @@ final class ClientConnection: ExchangeOwner {
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
             // sees Expect (it is stripped with the hop-by-hop fields).
-            var sink = EvbufferSink(buffer: output)
-            writeContinue(into: &sink)
+            Evbuffer.render(into: output) { writeContinue(into: &$0) }
         }
         pumpRequestBody()
     }
@@ -431,8 +432,7 @@ final class ClientConnection: ExchangeOwner {
             if head.status == 101 { return startTunnel(head, bytes: bytes, ex) }
             // An HTTP/1.0 client cannot take one (RFC 9110 §15.2): dropped.
             if current.clientVersion == .http11 {
-                var sink = EvbufferSink(buffer: output)
-                writeInterimResponseHead(head, in: bytes, into: &sink)
+                Evbuffer.render(into: output) { writeInterimResponseHead(head, in: bytes, into: &$0) }
             }
             ex.consumeResponseHead(head, body: nil, reframe: false)
             return
@@ -461,13 +461,14 @@ final class ClientConnection: ExchangeOwner {
         let keepAlive = machine.responseHead(clientUntilClose: clientFraming == .untilClose, backendKeepAlive: head.keepAlive,
                                              backendUntilClose: head.framing == .untilClose, now: now)
         let route = ex.route
-        var sink = EvbufferSink(buffer: output)
         let before = output.evLength
-        route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
-            writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: keepAlive,
-                                    clientVersion: current.clientVersion, hsts: hsts,
-                                    upgradeInsecureRequests: listener.scheme == .https && route?.domain.upgradeInsecureRequests == true,
-                                    into: &sink)
+        Evbuffer.render(into: output) { sink in
+            route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+                writeClientResponseHead(head, in: bytes, framing: clientFraming, keepAlive: keepAlive,
+                                        clientVersion: current.clientVersion, hsts: hsts,
+                                        upgradeInsecureRequests: listener.scheme == .https && route?.domain.upgradeInsecureRequests == true,
+                                        into: &sink)
+            }
         }
         let backendSeconds = preciseNow() - ex.backendStarted
         worker.stats.observeBackend(seconds: backendSeconds)
@@ -493,10 +494,11 @@ final class ClientConnection: ExchangeOwner {
             return perform(action)
         }
         worker.stats.countResponse(status: 101)
-        var sink = EvbufferSink(buffer: output)
         let before = output.evLength
-        ex.route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
-            writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
+        Evbuffer.render(into: output) { sink in
+            ex.route?.hsts.withOptionalBytes(enabled: listener.scheme == .https) { hsts in
+                writeSwitchingProtocolsHead(head, in: bytes, hsts: hsts, into: &sink)
+            }
         }
         recordHead(status: 101, since: before, backendSeconds: preciseNow() - ex.backendStarted)
         ex.consumeResponseHead(head, body: nil, reframe: false)
@@ -583,12 +585,13 @@ final class ClientConnection: ExchangeOwner {
         let route = listener.scheme == .https ? localRoute() : nil
         abortExchange()
         worker.stats.countResponse(status: status)
-        var sink = EvbufferSink(buffer: output)
         let before = output.evLength
         let hsts: [UInt8]? = route?.hsts
-        hsts.withOptionalBytes(enabled: true) { hsts in
-            writeErrorResponse(status: status, hsts: hsts, close: end != .keepAlive,
-                               upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
+        Evbuffer.render(into: output) { sink in
+            hsts.withOptionalBytes(enabled: true) { hsts in
+                writeErrorResponse(status: status, hsts: hsts, close: end != .keepAlive,
+                                   upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
+            }
         }
         recordHead(status: status, since: before)
         finishRecord()
@@ -775,14 +778,6 @@ final class RequestState {
         exchange.end(returningTo: nil)
         record = nil
     }
-}
-
-/// Renders into a Swift array (used once per request for the upstream head,
-/// which must survive until a possible retry).
-struct ByteArraySink: ByteSink {
-    var bytes: [UInt8] = []
-    init() { bytes.reserveCapacity(1024) }
-    mutating func write(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
 }
 
 extension Optional where Wrapped == [UInt8] {

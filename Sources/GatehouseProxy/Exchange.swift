@@ -31,7 +31,7 @@ final class Exchange {
     private(set) var backend: BackendConnection?
     /// Rendered once per request and kept until the response starts, so a
     /// request that hit a stale pooled connection can be sent again.
-    var upstreamHead = ByteArraySink()
+    let upstreamHead = ByteBuffer()
     var responseParser: ResponseHeadParser
     private(set) var requestBody: BodyState = .done
     private(set) var responseBody: BodyState = .done
@@ -87,9 +87,8 @@ final class Exchange {
 
     private func sendHead() {
         guard let backend else { return }
-        upstreamHead.bytes.withUnsafeBytes { raw in
-            _ = evbuffer_add(backend.output, raw.baseAddress, raw.count)
-        }
+        let head = upstreamHead.bytes
+        evbuffer_add(backend.output, head.baseAddress, head.count)
         backendStarted = preciseNow()
         backend.send()
     }
