@@ -22,6 +22,11 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        .systemLibrary(
+            name: "CNghttp2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
         .target(name: "CShims", dependencies: ["COpenSSL", "CLibevent"]),
 
         // Pure logic.
@@ -39,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "GatehouseProxy",
-            dependencies: ["CLibevent", "COpenSSL", "CShims", "GatehouseHTTP", "GatehouseConfig", "GatehouseTLS", "GatehouseLog"]
+            dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CShims", "GatehouseHTTP", "GatehouseConfig", "GatehouseTLS", "GatehouseLog"]
         ),
         .target(
             name: "GatehouseServer",

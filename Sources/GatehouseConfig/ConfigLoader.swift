@@ -185,7 +185,7 @@ public enum ConfigLoader {
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
         "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
-        "accept_any_host", "upgrade_insecure_requests",
+        "accept_any_host", "upgrade_insecure_requests", "http2",
     ]
     static let knownProfiles = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
     /// Catches typos like `workers = 40000`; far above any real core count.
@@ -429,6 +429,7 @@ public enum ConfigLoader {
 
         let acceptAnyHost = section.bool("accept_any_host", &diag) ?? false
         let upgradeInsecure = section.bool("upgrade_insecure_requests", &diag) ?? false
+        let http2 = section.bool("http2", &diag) ?? true
 
         guard diag.errors.count == before, !names.isEmpty, let backend, let pairs else {
             return nil
@@ -438,7 +439,7 @@ public enum ConfigLoader {
             certificate: pairs[0].certificate, key: pairs[0].key, moreCertificates: Array(pairs.dropFirst()),
             tlsProfile: profile, redirectHTTP: redirectHTTP, hstsMaxAge: maxAge,
             hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody,
-            acceptAnyHost: acceptAnyHost, upgradeInsecureRequests: upgradeInsecure)
+            acceptAnyHost: acceptAnyHost, upgradeInsecureRequests: upgradeInsecure, http2: http2)
     }
 
     // MARK: - Helpers

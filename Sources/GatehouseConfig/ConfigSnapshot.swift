@@ -296,6 +296,8 @@ public struct DomainConfig: Sendable, Equatable {
     /// `upgrade_insecure_requests`: every HTTPS response carries
     /// `Content-Security-Policy: upgrade-insecure-requests`.
     public let upgradeInsecureRequests: Bool
+    /// `http2` (default true): offer `h2` in ALPN to this domain's clients.
+    public let http2: Bool
     /// Precomputed once so the proxy copies bytes instead of formatting per response.
     public let hstsHeaderValue: String?
 
@@ -319,9 +321,11 @@ public struct DomainConfig: Sendable, Equatable {
         hstsPreload: Bool = false,
         maxBodyBytes: UInt64? = nil,
         acceptAnyHost: Bool = false,
-        upgradeInsecureRequests: Bool = false
+        upgradeInsecureRequests: Bool = false,
+        http2: Bool = true
     ) {
         precondition(!names.isEmpty, "a domain needs at least one name")
+        self.http2 = http2
         self.acceptAnyHost = acceptAnyHost
         self.upgradeInsecureRequests = upgradeInsecureRequests
         self.id = id

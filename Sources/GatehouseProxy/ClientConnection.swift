@@ -258,18 +258,17 @@ final class ClientConnection: ExchangeOwner {
         evbuffer_drain(input, head.headLength)
         current.parser.reset()
 
-        let facts = ConnectionStateMachine.Exchange(
-            idempotent: head.methodKind.isIdempotent, requestKeepAlive: head.keepAlive,
-            requestHadBody: hasBody && head.framing != .contentLength(0), upgradeRequested: upgrade,
-            requestBodyDone: ex.requestBodyDone)
+        let facts = ExchangeStateMachine.Request(idempotent: head.methodKind.isIdempotent,
+                                                 hadBody: hasBody && head.framing != .contentLength(0), upgrade: upgrade)
         let now = monotonicNow()
         guard ex.connect(worker: worker, fresh: false) else {
-            machine.exchangeStarted(facts, connected: false, now: now)
+            machine.exchangeStarted(facts, keepAlive: head.keepAlive, requestBodyDone: ex.requestBodyDone, connected: false, now: now)
             worker.stats.add(.backendConnectErrors)
             Log.warning("502: cannot connect to backend \(route.domain.backend)")
             return perform(machine.backendUnavailable(now: now))
         }
-        machine.exchangeStarted(facts, connected: ex.backendConnected, now: now)
+        machine.exchangeStarted(facts, keepAlive: head.keepAlive, requestBodyDone: ex.requestBodyDone,
+                                connected: ex.backendConnected, now: now)
         if expectContinue {
             // RFC 9110 §10.1.1: we ask for the body ourselves; the backend never
             // sees Expect (it is stripped with the hop-by-hop fields).

@@ -1,12 +1,14 @@
 import GatehouseConfig
 
-/// The lifecycle of one client connection as a pure state machine: events in,
-/// actions out. No sockets, no libevent, no OpenSSL: `ClientConnection` feeds
-/// it what the transport, the codec and the exchange report, and carries out
-/// what it answers. It owns the phases and their timeouts, the drain, the
-/// backpressure flags, and what the exchange in flight may still do (retry
-/// once, keep the client, reuse the backend). Tested without sockets.
+/// The lifecycle of one HTTP/1.1 client connection as a pure state machine:
+/// events in, actions out. No sockets, no libevent, no OpenSSL:
+/// `ClientConnection` feeds it what the transport, the codec and the exchange
+/// report, and carries out what it answers. It owns the connection's phases
+/// and their timeouts, keep-alive, the drain and the backpressure flags; the
+/// request in flight is an `ExchangeStateMachine` inside it (the same an
+/// HTTP/2 stream uses). Tested without sockets.
 public struct ConnectionStateMachine: Sendable, Equatable {
+    /// The connection's phase; while an exchange is in flight, the exchange's.
     public enum Phase: Sendable, Equatable {
         /// TLS handshake in progress.
         case handshake
@@ -16,49 +18,10 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         case idle
         /// Reading a request head (slowloris guard: progress does not extend it).
         case head
-        /// Connecting to the backend (a request body may already be queued).
-        case backendConnect
-        /// Sending the request body.
-        case body
-        /// Request sent, waiting for the backend's response head.
-        case backendResponse
-        /// Streaming the response body.
-        case responding
-        /// Upgraded (RFC 9110 §15.2.2): bytes flow both ways; inactivity closes.
-        case tunnel
+        case backendConnect, body, backendResponse, responding, tunnel
         /// The final response is queued: flush, close_notify, FIN.
         case closing
         case closed
-    }
-
-    /// What the request in flight said, and what has happened to it since.
-    public struct Exchange: Sendable, Equatable {
-        /// A retry on a fresh connection is allowed only for these (RFC 9110 §9.2.2).
-        public var idempotent: Bool
-        /// The client's request allows keep-alive (RFC 9112 §9.3).
-        public var requestKeepAlive: Bool
-        /// The request carried a body (so it cannot be replayed).
-        public var requestHadBody: Bool
-        /// Upgrade was forwarded (RFC 9110 §7.8): a 101 is expected.
-        public var upgradeRequested: Bool
-        public var requestBodyDone: Bool
-        public var responseStarted = false
-        /// Some response bytes arrived (a retry would no longer be safe).
-        public var responseBytesSeen = false
-        /// The backend's body ends with its EOF (RFC 9112 §6.3, rule 8).
-        public var responseUntilClose = false
-        public var retried = false
-        public var clientKeepAlive = false
-        public var backendReusable = false
-
-        public init(idempotent: Bool, requestKeepAlive: Bool, requestHadBody: Bool, upgradeRequested: Bool,
-                    requestBodyDone: Bool) {
-            self.idempotent = idempotent
-            self.requestKeepAlive = requestKeepAlive
-            self.requestHadBody = requestHadBody
-            self.upgradeRequested = upgradeRequested
-            self.requestBodyDone = requestBodyDone
-        }
     }
 
     /// How a connection goes on after a response.
@@ -90,22 +53,29 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         case end(End)
     }
 
-    public private(set) var phase: Phase
-    public private(set) var exchange: Exchange?
+    private enum Stage: Sendable, Equatable {
+        case handshake, firstRequest, idle, head, exchange, closing, closed
+    }
+
+    private var stage: Stage
+    /// The request in flight, from its routing to its response's end.
+    public private(set) var exchange: ExchangeStateMachine?
+    /// The request allows keep-alive (RFC 9112 §9.3).
+    private var requestKeepAlive = false
     /// SIGTERM came: every response from now on is the connection's last.
     public private(set) var draining: Bool
     /// Reading from the client waits until the backend takes what was queued.
     public private(set) var clientReadPaused = false
     /// Reading from the backend waits until the client takes what was queued.
     public private(set) var backendReadPaused = false
-    /// When the running timer started counting (or bytes last moved).
-    public private(set) var since: Double
+    /// When the connection's own timer started counting (outside exchanges).
+    private var since: Double
     /// The phase changed since the driver last armed its timer.
     public private(set) var timerStale = true
     public let timeouts: TimeoutSettings
 
     public init(tls: Bool, draining: Bool, timeouts: TimeoutSettings, now: Double) {
-        phase = tls ? .handshake : .firstRequest
+        stage = tls ? .handshake : .firstRequest
         self.draining = draining
         self.timeouts = timeouts
         since = now
@@ -113,33 +83,43 @@ public struct ConnectionStateMachine: Sendable, Equatable {
 
     // MARK: - Queries
 
+    public var phase: Phase {
+        switch stage {
+        case .handshake: .handshake
+        case .firstRequest: .firstRequest
+        case .idle: .idle
+        case .head: .head
+        case .closing: .closing
+        case .closed: .closed
+        case .exchange:
+            switch exchange?.phase {
+            case .backendConnect: .backendConnect
+            case .body: .body
+            case .backendResponse: .backendResponse
+            case .responding, .done, nil: .responding
+            case .tunnel: .tunnel
+            }
+        }
+    }
+
     /// Between requests or reading one: bytes from the client are request heads.
-    public var readsHeads: Bool { phase == .firstRequest || phase == .idle || phase == .head }
+    public var readsHeads: Bool { stage == .firstRequest || stage == .idle || stage == .head }
 
     /// A request is with a backend (connecting, sending, awaiting or streaming its response).
-    public var forwarding: Bool {
-        switch phase {
-        case .backendConnect, .body, .backendResponse, .responding: true
-        default: false
+    public var forwarding: Bool { stage == .exchange && exchange?.phase != .tunnel }
+
+    public var isOpen: Bool { stage != .closed }
+
+    /// When the running timer expires, unless bytes move. Head and handshake
+    /// are totals, so trickling bytes cannot keep a connection forever.
+    public var deadline: Double {
+        switch stage {
+        case .handshake: since + timeouts.handshake
+        case .firstRequest, .head: since + timeouts.requestHeader
+        case .idle, .closing, .closed: since + timeouts.idle
+        case .exchange: exchange.map { $0.deadline(timeouts) } ?? since + timeouts.idle
         }
     }
-
-    public var isOpen: Bool { phase != .closed }
-
-    /// How long the current phase may last. Head and handshake are totals, so
-    /// trickling bytes cannot keep a connection forever; the rest count
-    /// inactivity (see `progress`).
-    public var limit: Double {
-        switch phase {
-        case .handshake: timeouts.handshake
-        case .firstRequest, .head: timeouts.requestHeader
-        case .idle, .body, .closing, .tunnel, .closed: timeouts.idle
-        case .backendConnect: timeouts.backendConnect
-        case .backendResponse, .responding: timeouts.backendResponse
-        }
-    }
-
-    public var deadline: Double { since + limit }
 
     // MARK: - Events: the client
 
@@ -147,13 +127,13 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     public mutating func timerArmed() { timerStale = false }
 
     public mutating func handshakeDone(now: Double) {
-        guard phase == .handshake else { return }
+        guard stage == .handshake else { return }
         enter(.firstRequest, now)
     }
 
     /// The first byte of a request head arrived: the head timer starts.
     public mutating func headStarted(now: Double) {
-        if phase == .idle || phase == .firstRequest { enter(.head, now) }
+        if stage == .idle || stage == .firstRequest { enter(.head, now) }
     }
 
     /// Gatehouse answers a request itself (a refusal, a redirect, a parse
@@ -174,25 +154,23 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     /// Bytes moved (a body either way, a tunnel, a flush while closing):
     /// inactivity timers restart; the head, handshake and connect timers do not.
     public mutating func progress(now: Double) {
-        switch phase {
-        case .body, .backendResponse, .responding, .closing, .tunnel: since = now
-        case .handshake, .firstRequest, .idle, .head, .backendConnect, .closed: break
+        switch stage {
+        case .exchange: exchange?.progress(now: now)
+        case .closing: since = now
+        case .handshake, .firstRequest, .idle, .head, .closed: break
         }
     }
 
     /// The client closed or reset its side. `transportOpen`: only its
     /// sending side ended (a tunnel still delivers what it sent).
     public mutating func clientGone(transportOpen: Bool, now: Double) -> Action {
-        switch phase {
-        case .tunnel where transportOpen:
+        if stage == .exchange, exchange?.phase == .tunnel, transportOpen {
             exchange = nil
             enter(.closing, now)
             return .endTunnelFromClient
-        case .closing, .closed:
-            return .none
-        default:
-            return abort()
         }
+        if stage == .closing || stage == .closed { return .none }
+        return abort()
     }
 
     /// SIGTERM: a keep-alive connection between requests (it was served)
@@ -201,7 +179,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     /// cannot retry, so it is served, with `Connection: close`.
     public mutating func drain(inputPending: Bool, now: Double) -> Action {
         draining = true
-        guard phase == .idle, !inputPending else { return .none }
+        guard stage == .idle, !inputPending else { return .none }
         enter(.closing, now)
         return .end(.close(linger: false))
     }
@@ -209,24 +187,34 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     /// The timer fired. `.none` with `timerStale` set: not yet expired (bytes
     /// moved since it was armed), the driver arms it for the rest.
     public mutating func timerFired(now: Double) -> Action {
-        guard phase != .closed else { return .none }
+        switch stage {
+        case .closed:
+            return .none
+        case .exchange:
+            let t = timeouts
+            guard let fired = onExchange({ $0.timerFired(now: now, t) }), let outcome = fired else {
+                timerStale = true
+                return .none
+            }
+            return apply(outcome, now)
+        default:
+            break
+        }
         guard now >= deadline else {
             timerStale = true
             return .none
         }
-        switch phase {
+        switch stage {
         case .firstRequest, .idle:
             // Nothing in flight: a polite goodbye.
             enter(.closing, now)
             return .end(.close(linger: false))
         case .head:
-            return fail(408, now)    // RFC 9110 §15.5.9
-        case .backendConnect:
-            return fail(502, now)
-        case .backendResponse:
-            return fail(504, now)    // RFC 9110 §15.6.5
-        case .handshake, .body, .responding, .tunnel, .closing, .closed:
-            // A stalled handshake, transfer or flush: nothing honest to add.
+            // RFC 9110 §15.5.9; what follows an incomplete head is unread.
+            enter(.closing, now)
+            return .respond(status: 408, end: .close(linger: true))
+        default:
+            // A stalled handshake or final flush: nothing honest to add.
             return abort()
         }
     }
@@ -235,7 +223,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
 
     /// The connection is gone (the driver closed the transport).
     public mutating func closed() {
-        phase = .closed
+        stage = .closed
         exchange = nil
     }
 
@@ -243,31 +231,31 @@ public struct ConnectionStateMachine: Sendable, Equatable {
 
     /// A request was routed to a backend. `connected`: the backend connection
     /// came from the pool, already open.
-    public mutating func exchangeStarted(_ request: Exchange, connected: Bool, now: Double) {
-        exchange = request
-        enter(connected ? (request.requestBodyDone ? .backendResponse : .body) : .backendConnect, now)
+    public mutating func exchangeStarted(_ request: ExchangeStateMachine.Request, keepAlive: Bool, requestBodyDone: Bool,
+                                         connected: Bool, now: Double) {
+        exchange = ExchangeStateMachine(request, requestBodyDone: requestBodyDone, connected: connected, now: now)
+        requestKeepAlive = keepAlive
+        enter(.exchange, now)
     }
 
     /// No backend connection could be made (the first, or the retry).
-    public mutating func backendUnavailable(now: Double) -> Action { fail(502, now) }
+    public mutating func backendUnavailable(now: Double) -> Action { apply(.fail(status: 502), now) }
 
-    public mutating func backendConnected(now: Double) {
-        guard phase == .backendConnect, let ex = exchange else { return }
-        enter(ex.requestBodyDone ? .backendResponse : .body, now)
-    }
+    public mutating func backendConnected(now: Double) { onExchange { $0.backendConnected(now: now) } }
 
-    public mutating func requestBodyDone(now: Double) {
-        exchange?.requestBodyDone = true
-        if phase == .body { enter(.backendResponse, now) }
-    }
+    public mutating func requestBodyDone(now: Double) { onExchange { $0.bodyDone(now: now) } }
 
     /// The request body broke its framing (400) or the size limit (413).
-    public mutating func requestBodyFailed(status: Int, now: Double) -> Action { fail(status, now) }
+    public mutating func requestBodyFailed(status: Int, now: Double) -> Action {
+        apply(onExchange { $0.bodyFailed(status: status) } ?? .fail(status: status), now)
+    }
 
-    public mutating func responseBytesArrived() { exchange?.responseBytesSeen = true }
+    public mutating func responseBytesArrived() { exchange?.responseBytesArrived() }
 
     /// The backend's response was invalid: its head (a 502) or its body (an abort).
-    public mutating func responseFailed(now: Double) -> Action { fail(502, now) }
+    public mutating func responseFailed(now: Double) -> Action {
+        apply(onExchange { $0.responseFailed() } ?? .fail(status: 502), now)
+    }
 
     /// The backend's final response head. `clientUntilClose`: the body sent to
     /// the client ends with the connection; `backendKeepAlive` and
@@ -275,66 +263,29 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     /// client connection stays open after this response (its `Connection` field).
     public mutating func responseHead(clientUntilClose: Bool, backendKeepAlive: Bool, backendUntilClose: Bool,
                                       now: Double) -> Bool {
-        guard var ex = exchange else { return false }
-        ex.clientKeepAlive = ex.requestKeepAlive && !clientUntilClose && ex.requestBodyDone && !draining
-        // A refused upgrade keeps HTTP framing, but the backend may have half
-        // switched: its connection is not reused.
-        ex.backendReusable = backendKeepAlive && !backendUntilClose && !ex.upgradeRequested
-        ex.responseUntilClose = backendUntilClose
-        ex.responseStarted = true
-        exchange = ex
-        enter(.responding, now)
-        return ex.clientKeepAlive
+        guard exchange != nil else { return false }
+        onExchange { $0.responseHead(backendKeepAlive: backendKeepAlive, backendUntilClose: backendUntilClose, now: now) }
+        requestKeepAlive = requestKeepAlive && !clientUntilClose && exchange?.requestBodyDone == true && !draining
+        return requestKeepAlive
     }
 
     /// A 101 (RFC 9110 §15.2.2). Allowed only after an Upgrade was forwarded.
     public mutating func switchingProtocols(now: Double) -> Action {
-        guard var ex = exchange, ex.upgradeRequested, !ex.responseStarted else { return fail(502, now) }
-        ex.responseStarted = true
-        ex.backendReusable = false
-        exchange = ex
-        enter(.tunnel, now)
-        return .none
+        let outcome = onExchange { $0.switchingProtocols(now: now) } ?? .fail(status: 502)
+        // After the switch the connection never carries HTTP/1.1 again.
+        if outcome == .none { requestKeepAlive = false }
+        return apply(outcome, now)
     }
 
     /// The response's last byte was queued for the client.
     public mutating func responseDone(now: Double) -> Action {
-        guard let ex = exchange else { return .none }
-        exchange = nil
-        let reuse = ex.backendReusable && ex.requestBodyDone
-        // Draining: a response that started before SIGTERM promised
-        // keep-alive, but the connection still ends with it.
-        guard ex.clientKeepAlive, !draining else {
-            enter(.closing, now)
-            return .finish(reuseBackend: reuse, end: .close(linger: !ex.requestBodyDone))
-        }
-        enter(.idle, now)
-        return .finish(reuseBackend: reuse, end: .keepAlive)
+        apply(onExchange { $0.responseDone() } ?? .none, now)
     }
 
     /// The backend closed, reset or failed to connect. `eof`: an orderly
     /// close; `reused`: the connection came from the pool.
     public mutating func backendFailed(eof: Bool, reused: Bool, now: Double) -> Action {
-        guard let ex = exchange else { return .none }
-        if phase == .tunnel {
-            // The backend ended the upgraded connection: what it sent is
-            // delivered, then the client side closes.
-            exchange = nil
-            enter(.closing, now)
-            return .end(.close(linger: false))
-        }
-        if ex.responseStarted {
-            // A close-delimited body ends with EOF; any other body is truncated.
-            return eof && ex.responseUntilClose ? responseDone(now: now) : abort()
-        }
-        // A pooled connection the backend had closed: once more on a fresh one
-        // if nothing of the request can have been processed (RFC 9110 §9.2.2).
-        if reused, !ex.retried, ex.idempotent, ex.requestBodyDone, !ex.requestHadBody, !ex.responseBytesSeen {
-            exchange?.retried = true
-            enter(.backendConnect, now)
-            return .retry
-        }
-        return fail(502, now)
+        apply(onExchange { $0.backendFailed(eof: eof, reused: reused, now: now) } ?? .none, now)
     }
 
     // MARK: - Backpressure
@@ -354,21 +305,51 @@ public struct ConnectionStateMachine: Sendable, Equatable {
 
     // MARK: - Transitions
 
-    private mutating func enter(_ next: Phase, _ now: Double) {
-        phase = next
+    private mutating func enter(_ next: Stage, _ now: Double) {
+        stage = next
         since = now
         timerStale = true
     }
 
-    /// The exchange failed: before the response started, the client gets
-    /// Gatehouse's answer and the connection closes (the request's framing
-    /// can no longer be trusted); after, only an abort is honest.
-    private mutating func fail(_ status: Int, _ now: Double) -> Action {
-        if exchange?.responseStarted == true { return abort() }
-        let unread = exchange.map { !$0.requestBodyDone } ?? (phase == .head)
-        exchange = nil
-        enter(.closing, now)
-        return .respond(status: status, end: .close(linger: unread))
+    /// Runs an exchange event; a phase change re-arms the timer.
+    @discardableResult
+    private mutating func onExchange<R>(_ event: (inout ExchangeStateMachine) -> R) -> R? {
+        guard stage == .exchange, var ex = exchange else { return nil }
+        let before = ex.phase
+        exchange = nil          // no copy-on-write while it changes
+        let result = event(&ex)
+        if ex.phase != before { timerStale = true }
+        exchange = ex
+        return result
+    }
+
+    /// What an exchange outcome means for the connection.
+    private mutating func apply(_ outcome: ExchangeStateMachine.Outcome, _ now: Double) -> Action {
+        switch outcome {
+        case .none:
+            return .none
+        case .retry:
+            return .retry
+        case .fail(let status):
+            // The request's framing can no longer be trusted: the answer closes.
+            let unread = exchange.map { !$0.requestBodyDone } ?? false
+            exchange = nil
+            enter(.closing, now)
+            return .respond(status: status, end: .close(linger: unread))
+        case .abort:
+            return abort()
+        case .finish(let reuse):
+            let bodyDone = exchange?.requestBodyDone ?? true
+            exchange = nil
+            // Draining: a response that started before SIGTERM promised
+            // keep-alive, but the connection still ends with it.
+            guard requestKeepAlive, !draining else {
+                enter(.closing, now)
+                return .finish(reuseBackend: reuse, end: .close(linger: !bodyDone))
+            }
+            enter(.idle, now)
+            return .finish(reuseBackend: reuse, end: .keepAlive)
+        }
     }
 
     private mutating func abort() -> Action {

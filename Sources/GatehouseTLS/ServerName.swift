@@ -26,19 +26,34 @@ public enum ServerNameExtension {
 /// RFC 7301 §3.1: the client's protocol list is length-prefixed names.
 public enum ALPN {
     public static let http11: [UInt8] = Array("http/1.1".utf8)
+    public static let h2: [UInt8] = Array("h2".utf8)
 
-    /// Offset of the "http/1.1" name inside the wire-format list, if offered.
-    public static func findHTTP11(in list: UnsafeRawBufferPointer) -> Int? {
+    public enum Choice: Equatable, Sendable { case h2, http11 }
+
+    /// The server's choice from the client's wire-format list: h2 when it is
+    /// offered and `h2Allowed`, else http/1.1 when offered, else nothing (no
+    /// ALPN answer: the client then speaks HTTP/1.1, RFC 7301 §3.2). Returns
+    /// the chosen name's offset and length inside `list`.
+    public static func select(from list: UnsafeRawBufferPointer, h2Allowed: Bool) -> (choice: Choice, offset: Int, length: Int)? {
+        var http11At: Int?
         var i = 0
         while i < list.count {
             let length = Int(list[i])
             let start = i + 1
             guard length > 0, start + length <= list.count else { return nil }
-            if length == http11.count, http11.indices.allSatisfy({ list[start + $0] == http11[$0] }) {
-                return start
-            }
+            let name = UnsafeRawBufferPointer(rebasing: list[start ..< start + length])
+            if h2Allowed, name.elementsEqual(h2) { return (.h2, start, length) }
+            if http11At == nil, name.elementsEqual(http11) { http11At = start }
             i = start + length
         }
-        return nil
+        return http11At.map { (.http11, $0, http11.count) }
+    }
+
+    /// RFC 9113 §9.2: HTTP/2 over TLS needs TLS 1.2 or later and, at 1.2, an
+    /// AEAD cipher with an ephemeral key exchange (§9.2.2, Appendix A); the
+    /// legacy profile's CBC and static-RSA suites and TLS 1.0/1.1 never get h2.
+    public static func http2Permitted(tlsVersion: Int32, aead: Bool, ephemeralKeyExchange: Bool) -> Bool {
+        if tlsVersion >= 0x0304 { return true }
+        return tlsVersion == 0x0303 && aead && ephemeralKeyExchange
     }
 }

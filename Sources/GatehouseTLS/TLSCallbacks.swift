@@ -30,8 +30,9 @@ enum TLSCallbacks {
         _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticketKey)
     }
 
-    static func installALPN(on ctx: OpaquePointer) {
-        SSL_CTX_set_alpn_select_cb(ctx, selectALPN, nil)
+    static func installALPN(on ctx: OpaquePointer, server: TLSServer) {
+        // Unretained, as for the ClientHello callback.
+        SSL_CTX_set_alpn_select_cb(ctx, selectALPN, Unmanaged.passUnretained(server).toOpaque())
     }
 
     private static let clientHello: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?) -> Int32 = { ssl, alert, arg in
@@ -106,13 +107,15 @@ enum TLSCallbacks {
         return ok == 1 ? result : -1
     }
 
-    /// RFC 7301: we speak HTTP/1.1 only; no ALPN answer if the client did not offer it.
-    private static let selectALPN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<UInt8>?, UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?) -> Int32 = { _, out, outLength, input, inputLength, _ in
-        guard let input, let out, let outLength else { return SSL_TLSEXT_ERR_NOACK }
+    /// RFC 7301: h2 where the domain and the negotiated TLS allow it, else
+    /// http/1.1; no ALPN answer if the client offered neither.
+    private static let selectALPN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<UInt8>?, UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?) -> Int32 = { ssl, out, outLength, input, inputLength, arg in
+        guard let ssl, let input, let out, let outLength, let arg else { return SSL_TLSEXT_ERR_NOACK }
+        let server = Unmanaged<TLSServer>.fromOpaque(arg).takeUnretainedValue()
         let offered = UnsafeRawBufferPointer(start: input, count: Int(inputLength))
-        guard let offset = ALPN.findHTTP11(in: offered) else { return SSL_TLSEXT_ERR_NOACK }
-        out.pointee = input + offset
-        outLength.pointee = UInt8(ALPN.http11.count)
+        guard let chosen = ALPN.select(from: offered, h2Allowed: server.allowsHTTP2(ssl: ssl)) else { return SSL_TLSEXT_ERR_NOACK }
+        out.pointee = input + chosen.offset
+        outLength.pointee = UInt8(chosen.length)
         return SSL_TLSEXT_ERR_OK
     }
 }

@@ -45,7 +45,6 @@ enum TLSContextFactory {
         guard SSL_CTX_set_num_tickets(ctx, 1) == 1 else { throw fail("session tickets") }
         // Idle keep-alive connections should not pin 2 × 16 KB of TLS buffers.
         _ = gh_ssl_ctx_set_mode(ctx, gh_ssl_mode_release_buffers())
-        TLSCallbacks.installALPN(on: ctx)
         return ctx
     }
 }

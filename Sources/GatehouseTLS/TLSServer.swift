@@ -31,6 +31,8 @@ public final class TLSServer: @unchecked Sendable {
         /// Of the primary name under `profile`.
         let sessionIDContext: SessionIDContext
         let profile: TLSProfileName
+        /// `http2`: offer h2 in ALPN.
+        let http2: Bool
     }
 
     /// `store` holds `snapshot`'s domains' certificates (a domain whose files
@@ -44,7 +46,7 @@ public final class TLSServer: @unchecked Sendable {
         domains.reserveCapacity(snapshot.domains.count)
         for d in snapshot.domains {
             domains.append(DomainEntry(file: d.file, sessionIDContext: try maker.make(name: d.primaryName, profile: d.tlsProfile),
-                                       profile: d.tlsProfile))
+                                       profile: d.tlsProfile, http2: d.http2))
         }
         self.domains = domains
         let defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
@@ -72,7 +74,10 @@ public final class TLSServer: @unchecked Sendable {
         self.names = snapshot.names
         TLSCallbacks.installClientHello(on: baseContext, server: self)
         // On every context: SSL_set_SSL_CTX replaces the connection's callback with the new context's.
-        for ctx in contexts.values { TLSCallbacks.installCertificate(on: ctx, server: self) }
+        for ctx in contexts.values {
+            TLSCallbacks.installCertificate(on: ctx, server: self)
+            TLSCallbacks.installALPN(on: ctx, server: self)
+        }
     }
 
     deinit {
@@ -123,6 +128,29 @@ public final class TLSServer: @unchecked Sendable {
     public static func negotiatedCipher(of ssl: OpaquePointer) -> String {
         guard let cipher = SSL_get_current_cipher(ssl), let name = SSL_CIPHER_get_name(cipher) else { return "-" }
         return String(cString: name)
+    }
+
+    /// Off until the HTTP/2 codec lands.
+    static let offerHTTP2 = false
+
+    /// Runs inside the ALPN callback: the domain is selected, the version
+    /// and the cipher negotiated.
+    func allowsHTTP2(ssl: OpaquePointer) -> Bool {
+        guard Self.offerHTTP2 else { return false }
+        guard let id = Self.selectedDomain(of: ssl), id < domains.count, domains[id].http2,
+              let cipher = SSL_get_pending_cipher(ssl) else { return false }
+        let kx = SSL_CIPHER_get_kx_nid(cipher)
+        return ALPN.http2Permitted(tlsVersion: SSL_version(ssl), aead: SSL_CIPHER_is_aead(cipher) == 1,
+                                   ephemeralKeyExchange: kx == NID_kx_ecdhe || kx == NID_kx_dhe || kx == NID_kx_any)
+    }
+
+    /// The protocol ALPN chose: true for h2.
+    public static func negotiatedHTTP2(_ ssl: OpaquePointer) -> Bool {
+        var data: UnsafePointer<UInt8>?
+        var length: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &data, &length)
+        guard let data, length == 2 else { return false }
+        return data[0] == UInt8(ascii: "h") && data[1] == UInt8(ascii: "2")
     }
 
     enum Selection { case selected(Int), refuse(alert: Int32) }

@@ -284,6 +284,12 @@ import Testing
         #expect(snap.limits.maxConnectionsPerClient == 4096)
     }
 
+    @Test func http2IsOnUnlessADomainTurnsItOff() throws {
+        #expect(try loadTree().result.get().domains[0].http2)
+        let domain = Fixtures.domain + "http2 = false\n"
+        #expect(try !loadTree(domains: [("example.toml", domain)]).result.get().domains[0].http2)
+    }
+
     @Test func stopGraceMayBeZero() throws {
         #expect(try loadTree().result.get().timeouts.stopGrace == 0)
         let main = Fixtures.main + "[timeouts]\nstop_grace = 0\n"

@@ -143,6 +143,7 @@ let errorCases: [ErrorCase] = [
     domainCase("max_body_bytes zero", domainWith("max_body_bytes = 0"), key: "max_body_bytes", "> 0"),
     domainCase("max_body_bytes wrong type", domainWith("max_body_bytes = \"10M\""), key: "max_body_bytes", "expected an integer"),
     domainCase("accept_any_host wrong type", domainWith("accept_any_host = 1"), key: "accept_any_host", "expected a boolean"),
+    domainCase("http2 wrong type", domainWith("http2 = 1"), key: "http2", "expected a boolean"),
     domainCase("upgrade_insecure_requests wrong type", domainWith("upgrade_insecure_requests = \"on\""),
                key: "upgrade_insecure_requests", "expected a boolean"),
     mainCase("stop_grace negative", Fixtures.main + "[timeouts]\nstop_grace = -1\n",

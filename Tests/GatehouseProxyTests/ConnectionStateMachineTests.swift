@@ -8,19 +8,27 @@ import GatehouseConfig
     typealias Machine = ConnectionStateMachine
     static let t = TimeoutSettings(handshake: 10, requestHeader: 5, idle: 60, backendConnect: 2, backendResponse: 30, drain: 30)
 
+    struct Request {
+        var idempotent = true, keepAlive = true, body = false, upgrade = false
+    }
+
     static func request(idempotent: Bool = true, keepAlive: Bool = true, body: Bool = false,
-                        upgrade: Bool = false) -> Machine.Exchange {
-        Machine.Exchange(idempotent: idempotent, requestKeepAlive: keepAlive, requestHadBody: body,
-                         upgradeRequested: upgrade, requestBodyDone: !body)
+                        upgrade: Bool = false) -> Request {
+        Request(idempotent: idempotent, keepAlive: keepAlive, body: body, upgrade: upgrade)
+    }
+
+    static func start(_ m: inout Machine, _ r: Request, connected: Bool, now: Double) {
+        m.exchangeStarted(ExchangeStateMachine.Request(idempotent: r.idempotent, hadBody: r.body, upgrade: r.upgrade),
+                          keepAlive: r.keepAlive, requestBodyDone: !r.body, connected: connected, now: now)
     }
 
     /// A TLS connection through its handshake and a request head, up to a
     /// routed exchange whose backend connection is open.
-    static func forwarding(_ r: Machine.Exchange = request(), draining: Bool = false) -> Machine {
+    static func forwarding(_ r: Request = request(), draining: Bool = false) -> Machine {
         var m = Machine(tls: true, draining: draining, timeouts: t, now: 0)
         m.handshakeDone(now: 1)
         m.headStarted(now: 2)
-        m.exchangeStarted(r, connected: true, now: 2)
+        start(&m, r, connected: true, now: 2)
         return m
     }
 
@@ -97,7 +105,7 @@ import GatehouseConfig
     @Test func exchangeEntersConnectBodyOrResponsePhases() {
         var m = Machine(tls: false, draining: false, timeouts: Self.t, now: 0)
         m.headStarted(now: 0)
-        m.exchangeStarted(Self.request(body: true), connected: false, now: 1)
+        Self.start(&m, Self.request(body: true), connected: false, now: 1)
         #expect(m.phase == .backendConnect)
         #expect(m.forwarding && !m.readsHeads)
         m.backendConnected(now: 1.5)
@@ -107,13 +115,13 @@ import GatehouseConfig
         #expect(m.exchange?.requestBodyDone == true)
 
         var pooled = Machine(tls: false, draining: false, timeouts: Self.t, now: 0)
-        pooled.exchangeStarted(Self.request(), connected: true, now: 1)
+        Self.start(&pooled, Self.request(), connected: true, now: 1)
         #expect(pooled.phase == .backendResponse)
     }
 
     @Test func bodyDoneWhileConnectingWaitsForTheConnection() {
         var m = Machine(tls: false, draining: false, timeouts: Self.t, now: 0)
-        m.exchangeStarted(Self.request(body: true), connected: false, now: 1)
+        Self.start(&m, Self.request(body: true), connected: false, now: 1)
         m.requestBodyDone(now: 1.2)
         #expect(m.phase == .backendConnect, "the connect timer keeps running")
         m.backendConnected(now: 1.5)
@@ -122,7 +130,7 @@ import GatehouseConfig
 
     @Test func connectTimeoutIs502AndProgressDoesNotExtendIt() {
         var m = Machine(tls: false, draining: false, timeouts: Self.t, now: 0)
-        m.exchangeStarted(Self.request(), connected: false, now: 0)
+        Self.start(&m, Self.request(), connected: false, now: 0)
         m.progress(now: 1.5)
         #expect(m.timerFired(now: 2) == .respond(status: 502, end: .close(linger: false)))
     }
@@ -292,7 +300,7 @@ import GatehouseConfig
     @Test func tunnelBackendEOFClosesTheClientGracefully() {
         var m = Self.forwarding(Self.request(upgrade: true))
         _ = m.switchingProtocols(now: 3)
-        #expect(m.backendFailed(eof: true, reused: false, now: 4) == .end(.close(linger: false)))
+        #expect(m.backendFailed(eof: true, reused: false, now: 4) == .finish(reuseBackend: false, end: .close(linger: false)))
         #expect(m.phase == .closing)
     }
 

@@ -61,12 +61,31 @@ import GatehouseConfig
         }
     }
 
-    @Test func alpnFindsHTTP11Only() {
-        let list: [UInt8] = [2] + Array("h2".utf8) + [8] + Array("http/1.1".utf8)
-        #expect(list.withUnsafeBytes { ALPN.findHTTP11(in: $0) } == 4)
+    @Test func alpnPrefersH2WhenAllowedElseHTTP11() {
+        func pick(_ list: [UInt8], h2: Bool) -> ALPN.Choice? {
+            list.withUnsafeBytes { ALPN.select(from: $0, h2Allowed: h2)?.choice }
+        }
+        let both: [UInt8] = [8] + Array("http/1.1".utf8) + [2] + Array("h2".utf8)
+        #expect(pick(both, h2: true) == .h2, "the server's preference, whatever the client's order")
+        #expect(both.withUnsafeBytes { ALPN.select(from: $0, h2Allowed: true)?.offset } == 10)
+        #expect(pick(both, h2: false) == .http11)
+        #expect(both.withUnsafeBytes { ALPN.select(from: $0, h2Allowed: false)?.offset } == 1)
         let h2only: [UInt8] = [2] + Array("h2".utf8)
-        #expect(h2only.withUnsafeBytes { ALPN.findHTTP11(in: $0) } == nil)
+        #expect(pick(h2only, h2: false) == nil)
+        #expect(pick(h2only, h2: true) == .h2)
         let truncated: [UInt8] = [9] + Array("http/1.1".utf8)
-        #expect(truncated.withUnsafeBytes { ALPN.findHTTP11(in: $0) } == nil)
+        #expect(pick(truncated, h2: true) == nil)
+        let lookalike: [UInt8] = [3] + Array("h2c".utf8) + [6] + Array("http/1".utf8)
+        #expect(pick(lookalike, h2: true) == nil)
+    }
+
+    @Test func http2NeedsTLS12WithAnAEADEphemeralSuiteOrTLS13() {
+        // RFC 9113 §9.2.
+        #expect(ALPN.http2Permitted(tlsVersion: 0x0304, aead: true, ephemeralKeyExchange: true))
+        #expect(ALPN.http2Permitted(tlsVersion: 0x0303, aead: true, ephemeralKeyExchange: true))
+        #expect(!ALPN.http2Permitted(tlsVersion: 0x0303, aead: false, ephemeralKeyExchange: true), "CBC")
+        #expect(!ALPN.http2Permitted(tlsVersion: 0x0303, aead: true, ephemeralKeyExchange: false), "static RSA")
+        #expect(!ALPN.http2Permitted(tlsVersion: 0x0302, aead: true, ephemeralKeyExchange: true))
+        #expect(!ALPN.http2Permitted(tlsVersion: 0x0301, aead: true, ephemeralKeyExchange: true))
     }
 }
