@@ -1,4 +1,5 @@
-// libFuzzer target for GatehouseHTTP (the HTTP/1.1 parsers and writers).
+// libFuzzer target for GatehouseHTTP (the HTTP/1.1 parsers and writers; with
+// GATEHOUSE_FUZZ_TARGET=h2 the HTTP/2 request builder, see H2Fuzzer.swift).
 //
 // Built by scripts/fuzz together with Sources/GatehouseHTTP/*.swift as one
 // module; only the public API is used. Property violations call fatalError
@@ -579,8 +580,18 @@ let strictHost: Bool = {
     return v.pointee == 0x31
 }()
 
+/// GATEHOUSE_FUZZ_TARGET=h2: the HTTP/2 request builder (H2Fuzzer.swift) instead.
+let fuzzH2Target: Bool = {
+    guard let v = getenv("GATEHOUSE_FUZZ_TARGET") else { return false }
+    return String(cString: v) == "h2"
+}()
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    if fuzzH2Target {
+        fuzzH2(UnsafeRawBufferPointer(start: data, count: size))
+        return 0
+    }
     guard size > 0 else { return 0 }
     let c = Control(data[0])
     let all = UnsafeRawBufferPointer(start: data + 1, count: size - 1)

@@ -113,6 +113,17 @@ func parseContentLength(_ p: UnsafeRawBufferPointer, _ v: ByteSpan) -> UInt64? {
     return ok ? result : nil
 }
 
+/// RFC 9110 §10.1.1: 100-continue is the only expectation defined; a list
+/// with anything else (parameters included) cannot be met. Sets, never clears.
+@inline(__always)
+func parseExpect(_ p: UnsafeRawBufferPointer, _ v: ByteSpan, _ expectContinue: inout Bool, _ unknown: inout Bool) {
+    _ = forEachListElement(p, v) { s, e in
+        if s == e { return true }
+        if p.matchesIgnoringCase(s, e, "100-continue") { expectContinue = true } else { unknown = true }
+        return true
+    }
+}
+
 /// RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ].
 /// Strict subset: reg-name (and IPv4) limited to ALPHA DIGIT "-" "." "_" "~"
 /// (no pct-encoding, no sub-delims); IP-literal only as "[" HEXDIG/":"/"." "]"
@@ -263,13 +274,7 @@ struct FieldSection: Sendable {
             }
             guard valid else { return .badRequest("invalid Connection") }
         case .expect where request:
-            // RFC 9110 §10.1.1: 100-continue is the only expectation defined;
-            // a list with anything else (parameters included) cannot be met.
-            _ = forEachListElement(p, value) { s, e in
-                if s == e { return true }
-                if p.matchesIgnoringCase(s, e, "100-continue") { expectContinue = true } else { unknownExpectation = true }
-                return true
-            }
+            parseExpect(p, value, &expectContinue, &unknownExpectation)
         case .upgrade where request:
             hasUpgrade = true
         default:

@@ -133,9 +133,7 @@ public struct RequestHeadParser: Sendable {
         let targetStart = i
         while i < line.end && p[i] != SP {
             let b = p[i]
-            // RFC 3986 §2: `"<>\^`{|}` are not URI characters either (HAProxy
-            // refuses them too); clients percent-encode them.
-            guard b >= 0x21 && b <= 0x7E && Self.targetByteAllowed[Int(b)] else { return .badRequest("invalid request-target") }
+            guard isRequestTargetByte(b) else { return .badRequest("invalid request-target") }
             i += 1
         }
         guard i > targetStart, i < line.end else { return .badRequest("malformed request line") }
@@ -230,6 +228,14 @@ public struct RequestHeadParser: Sendable {
             wantsUpgrade: fields.hasUpgrade && fields.upgradeToken && version == .http11,
             headLength: headLength)
     }
+}
+
+/// A byte the request-target may hold (also checked on HTTP/2's :path).
+/// RFC 3986 §2: `"<>\^`{|}` are not URI characters either (HAProxy refuses
+/// them too); clients percent-encode them.
+@inline(__always)
+func isRequestTargetByte(_ b: UInt8) -> Bool {
+    b >= 0x21 && b <= 0x7E && RequestHeadParser.targetByteAllowed[Int(b)]
 }
 
 /// RFC 9110 §9.1: method names are case-sensitive.

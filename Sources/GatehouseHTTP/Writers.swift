@@ -98,6 +98,24 @@ extension ByteSink {
         if upgradeInsecureRequests { write("Content-Security-Policy: upgrade-insecure-requests\r\n") }
     }
 
+    /// Ours, written after the client's fields are filtered (a client's
+    /// X-Forwarded-* are dropped, never appended to).
+    @inline(__always) mutating func writeForwardingFields(clientAddress: UnsafeRawBufferPointer, scheme: Scheme,
+                                                          host: UnsafeRawBufferPointer?) {
+        write("X-Forwarded-For: ")
+        write(clientAddress)
+        write("\r\n")
+        switch scheme {
+        case .http: write("X-Forwarded-Proto: http\r\n")
+        case .https: write("X-Forwarded-Proto: https\r\n")
+        }
+        if let host {
+            write("X-Forwarded-Host: ")
+            write(host)
+            write("\r\n")
+        }
+    }
+
     @inline(__always) mutating func writeFraming(_ framing: BodyFraming) {
         switch framing {
         case .contentLength(let n):
@@ -141,18 +159,8 @@ public func writeUpstreamRequestHead<S: ByteSink>(_ head: RequestHead, in buffer
     // RFC 9110 §7.8: Upgrade is hop-by-hop; a proxy that passes the upgrade on
     // says so in its own Connection field.
     if upgrade { sink.write("Connection: upgrade\r\n") }
-    sink.write("X-Forwarded-For: ")
-    sink.write(clientAddress)
-    sink.write("\r\n")
-    switch scheme {
-    case .http: sink.write("X-Forwarded-Proto: http\r\n")
-    case .https: sink.write("X-Forwarded-Proto: https\r\n")
-    }
-    if let host = head.host {
-        sink.write("X-Forwarded-Host: ")
-        sink.write(buffer[span: host])
-        sink.write("\r\n")
-    }
+    sink.writeForwardingFields(clientAddress: clientAddress, scheme: scheme,
+                               host: head.host.map { buffer[span: $0] })
     sink.writeFraming(head.framing)
     sink.write("\r\n")
 }
