@@ -253,15 +253,12 @@ public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPo
     sink.write(" ")
     sink.write(reason)
     sink.write("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-    sink.write(decimal: UInt64(decimalDigits(code) + 1 + reason.utf8CodeUnitCount + 1))
+    sink.write(decimal: UInt64(errorBodyLength(status: status)))
     sink.write("\r\n")
     sink.writeSecurityFields(hsts: hsts, upgradeInsecureRequests: upgradeInsecureRequests)
     if close { sink.write("Connection: close\r\n") }
     sink.write("\r\n")
-    sink.write(decimal: code)
-    sink.write(" ")
-    sink.write(reason)
-    sink.write("\n")
+    writeErrorBody(status: status, into: &sink)
 }
 
 @inline(__always) func decimalDigits(_ value: UInt64) -> Int {

@@ -19,6 +19,8 @@ struct AccessRecord {
     var method: [UInt8] = []
     var target: [UInt8] = []
     var version: HTTPVersion = .http11
+    /// The HTTP/2 stream id; 0 for HTTP/1.x.
+    var stream: Int32 = 0
     var userAgent: [UInt8] = []
     var referer: [UInt8] = []
     /// 0 until a status is sent; logged as 499 (client closed first), as nginx does.
@@ -48,7 +50,7 @@ enum AccessLogLine {
         quoted(r.method, into: &sink)
         sink.write(" ")
         quoted(r.target, into: &sink)
-        sink.write(r.version == .http10 ? " HTTP/1.0\" " : " HTTP/1.1\" ")
+        sink.write(r.stream != 0 ? " HTTP/2.0\" " : r.version == .http10 ? " HTTP/1.0\" " : " HTTP/1.1\" ")
         sink.write(decimal: UInt64(r.status == 0 ? 499 : r.status))
         sink.write(" ")
         sink.write(decimal: r.bytesOut)
@@ -70,6 +72,10 @@ enum AccessLogLine {
         writeSeconds(r.totalSeconds, into: &sink)
         sink.write(" backend_time=")
         if let b = r.backendSeconds { writeSeconds(b, into: &sink) } else { sink.write("-") }
+        if r.stream != 0 {
+            sink.write(" stream=")
+            sink.write(decimal: UInt64(r.stream))
+        }
         sink.write("\n")
     }
 
@@ -90,7 +96,12 @@ enum AccessLogLine {
         jsonString(r.method, into: &sink)
         sink.write(",\"target\":")
         jsonString(r.target, into: &sink)
-        sink.write(r.version == .http10 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"")
+        if r.stream != 0 {
+            sink.write(",\"protocol\":\"HTTP/2.0\",\"stream\":")
+            sink.write(decimal: UInt64(r.stream))
+        } else {
+            sink.write(r.version == .http10 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"")
+        }
         sink.write(",\"status\":")
         sink.write(decimal: UInt64(r.status == 0 ? 499 : r.status))
         sink.write(",\"bytes_in\":")

@@ -1,4 +1,5 @@
 import CLibevent
+import CNghttp2
 
 /// The C edge of the proxy: every libevent callback, and the Unmanaged
 /// context pointers they carry. Each trampoline keeps its object alive for the
@@ -65,4 +66,62 @@ enum Callbacks {
         withExtendedLifetime(w) { w.closeListeners() }
     }
 
+}
+
+/// The C edge of the HTTP/2 codec: every libnghttp2 callback. The session's
+/// user data is its H2Connection, unretained: nghttp2 calls back only from
+/// inside our own calls into it, while the connection is alive.
+enum H2Callbacks {
+    static func install(on callbacks: OpaquePointer) {
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, beginHeaders)
+        nghttp2_session_callbacks_set_on_header_callback(callbacks, header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, frameReceived)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, dataChunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, streamClosed)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, invalidFrame)
+    }
+
+    private static func connection(_ userData: UnsafeMutableRawPointer?) -> H2Connection {
+        Unmanaged<H2Connection>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    private static let beginHeaders: nghttp2_on_begin_headers_callback = { _, frame, userData in
+        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
+        connection(userData).beginHeaders(frame.pointee.hd.stream_id, category: frame.pointee.headers.cat)
+        return 0
+    }
+
+    private static let header: nghttp2_on_header_callback = { _, frame, name, nameLength, value, valueLength, _, userData in
+        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
+        connection(userData).header(frame.pointee.hd.stream_id, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                                    value: UnsafeRawBufferPointer(start: value, count: valueLength))
+        return 0
+    }
+
+    private static let frameReceived: nghttp2_on_frame_recv_callback = { _, frame, userData in
+        guard let frame else { return 0 }
+        connection(userData).frameReceived(frame)
+        return 0
+    }
+
+    private static let dataChunk: nghttp2_on_data_chunk_recv_callback = { _, _, streamID, data, length, userData in
+        connection(userData).dataReceived(streamID, UnsafeRawBufferPointer(start: data, count: length))
+        return 0
+    }
+
+    private static let streamClosed: nghttp2_on_stream_close_callback = { _, streamID, errorCode, userData in
+        connection(userData).streamClosed(streamID, errorCode: errorCode)
+        return 0
+    }
+
+    private static let invalidFrame: nghttp2_on_invalid_frame_recv_callback = { _, _, _, userData in
+        connection(userData).invalidFrame()
+        return 0
+    }
+
+    static let readBody: nghttp2_data_source_read_callback = { _, streamID, buffer, length, flags, _, userData in
+        guard let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+        return connection(userData).readResponseBody(streamID, into: UnsafeMutableRawBufferPointer(start: buffer, count: length),
+                                                     flags: &flags.pointee)
+    }
 }

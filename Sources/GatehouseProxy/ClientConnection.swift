@@ -35,6 +35,13 @@ final class ClientConnection: ExchangeOwner {
     private var request: RequestState?
     /// Balanced in `close()`: the connection owns itself while open.
     private var retained: Unmanaged<ClientConnection>?
+    /// The HTTP/2 codec, when ALPN chose h2; else this class is the HTTP/1.1 codec.
+    private var h2: H2Connection?
+    /// HTTP/2: when frames last arrived (the idle timer counts from here
+    /// while no stream is open).
+    private var h2IdleSince = 0.0
+    /// The deadline the timer is armed for (HTTP/2 re-arms only when earlier).
+    private var armedDeadline = Double.infinity
 
     /// The exchange of the request in progress, while it has one.
     private var exchange: Exchange? {
@@ -114,9 +121,14 @@ final class ClientConnection: ExchangeOwner {
             handshakeCompleted()
             // The first request is timed from here.
             machine.handshakeDone(now: monotonicNow())
+            if let ssl, TLSServer.negotiatedHTTP2(ssl) { startHTTP2() }
         }
-        if report.contains(.readable), transport.isOpen { clientReadable() }
-        if report.contains(.writable), transport.isOpen { clientWritable() }
+        if let h2 {
+            if report.contains(.readable), transport.isOpen { readHTTP2(h2) }
+        } else {
+            if report.contains(.readable), transport.isOpen { clientReadable() }
+            if report.contains(.writable), transport.isOpen { clientWritable() }
+        }
         if report.contains(.peerGone) || transport.phase == .closed {
             // A tunnel first delivers what the client sent before it left.
             if machine.phase == .tunnel { pumpTunnel() }
@@ -130,6 +142,7 @@ final class ClientConnection: ExchangeOwner {
     /// follows the phase.
     func flushOutput() {
         guard isOpen else { return }
+        if let h2 { return flushHTTP2(h2) }
         if transport.isOpen {
             transport.inputConsumed()
             // A flush that makes room may let a paused backend fill the output again.
@@ -140,6 +153,46 @@ final class ClientConnection: ExchangeOwner {
             }
         }
         if isOpen, machine.timerStale { armTimer() }
+    }
+
+    // MARK: - HTTP/2
+
+    private func startHTTP2() {
+        guard let codec = H2Connection(connection: self) else { return close() }
+        h2 = codec
+        h2IdleSince = monotonicNow()
+        machine.startMultiplexing(now: h2IdleSince)
+        if machine.draining { codec.drain() }
+    }
+
+    private func readHTTP2(_ h2: H2Connection) {
+        h2IdleSince = monotonicNow()
+        if !h2.readable(input) {
+            // A protocol error or too many glitches: GOAWAY is queued; the
+            // connection ends once it is sent.
+            h2.terminate()
+        }
+    }
+
+    /// Frames queued in this turn leave now, as few TLS records as fit; the
+    /// connection closes once both sides are done (GOAWAY) or drained idle.
+    private func flushHTTP2(_ h2: H2Connection) {
+        while isOpen, transport.isOpen {
+            transport.inputConsumed()
+            h2.pumpWaiting()
+            guard h2.produce(into: output) else { return close() }
+            guard transport.outputLength > 0 else { break }
+            let report = transport.flush()
+            handle(report)
+            // The socket is full: EV_WRITE brings us back.
+            guard report.contains(.writable), transport.outputLength == 0 else { break }
+        }
+        guard isOpen else { return }
+        if transport.isOpen, transport.outputLength == 0, h2.finished || h2.closable {
+            return perform(machine.multiplexingEnded(now: monotonicNow()))
+        }
+        let deadline = h2.deadline(idleSince: h2IdleSince)
+        if deadline < armedDeadline { armTimer(at: deadline) }
     }
 
     // MARK: - Lifecycle: request head (the HTTP/1.1 codec)
@@ -622,6 +675,7 @@ final class ClientConnection: ExchangeOwner {
     func close() {
         guard let r = retained else { return }
         machine.closed()
+        h2?.close()
         finishRecord()
         abortExchange()
         releaseRequestState()
@@ -636,6 +690,7 @@ final class ClientConnection: ExchangeOwner {
     /// (see `ConnectionStateMachine.drain`).
     func drain() {
         perform(machine.drain(inputPending: transport.inputLength > 0, now: monotonicNow()))
+        h2?.drain()
         flushOutput()
     }
 
@@ -687,14 +742,23 @@ final class ClientConnection: ExchangeOwner {
 
     // MARK: - Timers
 
-    private func armTimer() {
-        var tv = timeval(seconds: machine.deadline - monotonicNow())
+    private func armTimer() { armTimer(at: machine.deadline) }
+
+    private func armTimer(at deadline: Double) {
+        var tv = timeval(seconds: deadline - monotonicNow())
         event_add(timer, &tv)
+        armedDeadline = deadline
         machine.timerArmed()
     }
 
     func timerFired() {
         guard isOpen else { return }
+        armedDeadline = .infinity
+        if let h2 {
+            // Per-stream timeouts, and the idle connection's: a polite GOAWAY.
+            if h2.timerFired(now: monotonicNow(), idleSince: h2IdleSince) { h2.drain() }
+            return flushOutput()
+        }
         let phase = machine.phase
         let action = machine.timerFired(now: monotonicNow())
         switch action {

@@ -19,6 +19,8 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         /// Reading a request head (slowloris guard: progress does not extend it).
         case head
         case backendConnect, body, backendResponse, responding, tunnel
+        /// HTTP/2: streams carry the exchanges; the codec times them.
+        case multiplexed
         /// The final response is queued: flush, close_notify, FIN.
         case closing
         case closed
@@ -54,7 +56,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     }
 
     private enum Stage: Sendable, Equatable {
-        case handshake, firstRequest, idle, head, exchange, closing, closed
+        case handshake, firstRequest, idle, head, exchange, multiplexed, closing, closed
     }
 
     private var stage: Stage
@@ -89,6 +91,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         case .firstRequest: .firstRequest
         case .idle: .idle
         case .head: .head
+        case .multiplexed: .multiplexed
         case .closing: .closing
         case .closed: .closed
         case .exchange:
@@ -116,7 +119,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         switch stage {
         case .handshake: since + timeouts.handshake
         case .firstRequest, .head: since + timeouts.requestHeader
-        case .idle, .closing, .closed: since + timeouts.idle
+        case .idle, .multiplexed, .closing, .closed: since + timeouts.idle
         case .exchange: exchange.map { $0.deadline(timeouts) } ?? since + timeouts.idle
         }
     }
@@ -156,7 +159,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     public mutating func progress(now: Double) {
         switch stage {
         case .exchange: exchange?.progress(now: now)
-        case .closing: since = now
+        case .closing, .multiplexed: since = now
         case .handshake, .firstRequest, .idle, .head, .closed: break
         }
     }
@@ -188,7 +191,8 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     /// moved since it was armed), the driver arms it for the rest.
     public mutating func timerFired(now: Double) -> Action {
         switch stage {
-        case .closed:
+        case .closed, .multiplexed:
+            // HTTP/2 streams and the idle connection are timed by the codec.
             return .none
         case .exchange:
             let t = timeouts
@@ -220,6 +224,20 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     }
 
     public mutating func handshakeFailed() { closed() }
+
+    /// ALPN chose h2 (RFC 9113 §3.2): from now on the HTTP/2 codec carries
+    /// the requests, each stream an `ExchangeStateMachine` of its own.
+    public mutating func startMultiplexing(now: Double) {
+        guard stage == .firstRequest else { return }
+        enter(.multiplexed, now)
+    }
+
+    /// The HTTP/2 codec is done (GOAWAY exchanged, or idle): a graceful close.
+    public mutating func multiplexingEnded(now: Double) -> Action {
+        guard stage == .multiplexed else { return .none }
+        enter(.closing, now)
+        return .end(.close(linger: false))
+    }
 
     /// The connection is gone (the driver closed the transport).
     public mutating func closed() {

@@ -39,6 +39,8 @@ final class Exchange {
     private var reframeResponse = false
     /// When the upstream head was sent (the access log's backend time).
     private(set) var backendStarted = 0.0
+    /// The owner's name for it (an HTTP/2 stream id).
+    var tag: Int32 = 0
     /// Set by `begin`, cleared by `end`: the cycle with the owner lasts one request.
     private var owner: ExchangeOwner?
 
@@ -142,6 +144,31 @@ final class Exchange {
         let result = requestBody.pump(from: src, to: backend.output, reframe: true)
         backend.send()
         return (result, before - src.evLength)
+    }
+
+    /// An HTTP/2 DATA payload for the backend: as is after a Content-Length,
+    /// as one chunk when the upstream request is chunked (RFC 9112 §7.1).
+    func sendRequestBody(_ data: UnsafeRawBufferPointer, chunked: Bool) {
+        guard let backend, data.count > 0 else { return }
+        if chunked {
+            var sink = EvbufferSink(buffer: backend.output)
+            writeChunkHeader(size: UInt64(data.count), into: &sink)
+            sink.write(data)
+            writeChunkDataEnd(into: &sink)
+        } else {
+            evbuffer_add(backend.output, data.baseAddress, data.count)
+        }
+        backend.send()
+    }
+
+    /// The HTTP/2 request body ended (END_STREAM): a chunked one gets its last chunk.
+    func endRequestBody(chunked: Bool) {
+        guard let backend else { return }
+        if chunked {
+            var sink = EvbufferSink(buffer: backend.output)
+            writeLastChunk(into: &sink)
+            backend.send()
+        }
     }
 
     // MARK: - Response

@@ -130,13 +130,9 @@ public final class TLSServer: @unchecked Sendable {
         return String(cString: name)
     }
 
-    /// Off until the HTTP/2 codec lands.
-    static let offerHTTP2 = false
-
     /// Runs inside the ALPN callback: the domain is selected, the version
     /// and the cipher negotiated.
     func allowsHTTP2(ssl: OpaquePointer) -> Bool {
-        guard Self.offerHTTP2 else { return false }
         guard let id = Self.selectedDomain(of: ssl), id < domains.count, domains[id].http2,
               let cipher = SSL_get_pending_cipher(ssl) else { return false }
         let kx = SSL_CIPHER_get_kx_nid(cipher)

@@ -496,6 +496,14 @@ def client_context(cafile=None, min_version=None, max_version=None, verify=True,
     return ctx
 
 
+def strict_eof_context(**ctx_args):
+    """client_context() that reports a TCP close without close_notify as SSLEOFError:
+    Debian's Python sets OP_IGNORE_UNEXPECTED_EOF by default, which hides it."""
+    ctx = client_context(**ctx_args)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return ctx
+
+
 def tls_connect(port, sni, context=None, timeout=IO_TIMEOUT, **ctx_args):
     """A TLS client socket to 127.0.0.1:port with SNI `sni` (None: no SNI, no hostname
     check). Raises ssl.SSLError / OSError when the handshake fails."""

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 
-from harness import GatehouseCase, HTTPClient, client_context, https_get, tls_connect
+from harness import GatehouseCase, HTTPClient, client_context, https_get, strict_eof_context, tls_connect
 
 
 def wait_for(predicate, timeout=5.0, step=0.05):
@@ -217,8 +217,8 @@ class DrainTests(GatehouseCase):
             except Exception as e:   # noqa: BLE001
                 result["e"] = e
 
-        idle = client_context().wrap_socket(socket.create_connection(("127.0.0.1", self.port)),
-                                            server_hostname="a.test", suppress_ragged_eofs=False)
+        idle = strict_eof_context().wrap_socket(socket.create_connection(("127.0.0.1", self.port)),
+                                                server_hostname="a.test", suppress_ragged_eofs=False)
         idle.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: a.test\r\n\r\n")
         idle.settimeout(5)
         got = b""

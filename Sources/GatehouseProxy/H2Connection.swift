@@ -1,0 +1,719 @@
+import CLibevent
+import CNghttp2
+import GatehouseConfig
+import GatehouseHTTP
+import GatehouseLog
+import GatehouseTLS
+
+/// The HTTP/2 codec of one client connection (RFC 9113): libnghttp2 does the
+/// framing, HPACK and flow control; each stream is one `Exchange` to the
+/// domain's backend over HTTP/1.1, under the same routing and limits as an
+/// HTTP/1.1 request. Bytes come from and go to the connection's transport;
+/// frames queued during one turn of the event loop leave in one flush.
+final class H2Connection: ExchangeOwner {
+    unowned let connection: ClientConnection
+    private let session: OpaquePointer
+    private var streams: [Int32: H2Stream] = [:]
+    private var goawaySent = false
+    private var terminated = false
+    /// A response stream's buffer holds at most this much before its
+    /// backend waits (the client's flow-control window does the rest).
+    static let streamBufferHighWater = 256 * 1024
+    static let streamBufferLowWater = 64 * 1024
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2): what nginx and
+    /// HAProxy advertise.
+    static let maxConcurrentStreams: UInt32 = 100
+    /// Per-stream receive window: how much of a request body a client may
+    /// send before the backend took it.
+    static let streamWindow: UInt32 = 256 * 1024
+    static let connectionWindow: Int32 = 1 << 20
+    /// Reusable header block for responses.
+    private var block = H2FieldBlock()
+    private var nva: [nghttp2_nv] = []
+    /// Counts of what costs us and not the client (MadeYouReset,
+    /// CVE-2025-8671; Rapid Reset, CVE-2023-44487): protocol errors and resets.
+    private var glitches = GlitchCounter()
+    private static let protocolLog = RateLimitedLog()
+
+    private var worker: Worker { connection.worker }
+    private var runtime: ProxyRuntime { connection.runtime }
+
+    init?(connection: ClientConnection) {
+        self.connection = connection
+        var callbacks: OpaquePointer?
+        guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { return nil }
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        H2Callbacks.install(on: callbacks)
+        var option: OpaquePointer?
+        guard nghttp2_option_new(&option) == 0, let option else { return nil }
+        defer { nghttp2_option_del(option) }
+        // Window updates follow what the backend took, not what arrived.
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        // Rapid Reset: nghttp2's own token bucket on top of our counter.
+        nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)
+        nghttp2_option_set_max_settings(option, 32)
+        var made: OpaquePointer?
+        // The session's user data is set right after: `self` is complete then.
+        guard nghttp2_session_server_new2(&made, callbacks, nil, option) == 0, let made else { return nil }
+        session = made
+        nghttp2_session_set_user_data(session, Unmanaged.passUnretained(self).toOpaque())
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: Self.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: Self.streamWindow),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: UInt32(connection.runtime.limits.maxHeaderBytes)),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Self.connectionWindow)
+    }
+
+    deinit { nghttp2_session_del(session) }
+
+    var activeStreams: Int { streams.count }
+
+    // MARK: - Input and output
+
+    /// Feeds what the transport read to nghttp2. False: the connection is
+    /// beyond repair (a protocol error, a flood); its GOAWAY is queued.
+    func readable(_ input: OpaquePointer) -> Bool {
+        guard !terminated else {
+            // Nothing more is read once the connection is ending.
+            evbuffer_drain(input, input.evLength)
+            return true
+        }
+        while input.evLength > 0 {
+            let bytes = Evbuffer.front(input, max: 16 * 1024)
+            let n = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+            guard n >= 0 else {
+                Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) closed: \(String(cString: nghttp2_strerror(Int32(n))))")
+                return false
+            }
+            evbuffer_drain(input, n)
+        }
+        return !glitches.exceeded
+    }
+
+    /// Moves what nghttp2 has to send into the transport's output; stops at
+    /// the high watermark (the flush makes room and asks again).
+    func produce(into output: OpaquePointer) -> Bool {
+        while output.evLength < ProxyBuffers.writeHighWater {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n < 0 { return false }
+            guard n > 0, let data else { break }
+            evbuffer_add(output, data, n)
+        }
+        return true
+    }
+
+    /// Neither side has anything more to say (after GOAWAY, or an error).
+    var finished: Bool { nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
+
+    /// GOAWAY went out and no stream is left.
+    var closable: Bool { goawaySent && streams.isEmpty }
+
+    /// Ends the connection with GOAWAY: ENHANCE_YOUR_CALM past the glitch
+    /// limit, else the error nghttp2 found (it queued its own GOAWAY then).
+    func terminate() {
+        goawaySent = true
+        terminated = true
+        let code = glitches.exceeded ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR
+        // A no-op when nghttp2 already ended the session on its own error.
+        nghttp2_session_terminate_session(session, code.rawValue)
+        for stream in streams.values {
+            stream.exchange?.end(returningTo: nil)
+            stream.exchange = nil
+            stream.machine = nil
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// SIGTERM: GOAWAY with the last stream we took (RFC 9113 §6.8); streams
+    /// in flight finish, later ones are refused by nghttp2.
+    func drain() {
+        guard !goawaySent else { return }
+        goawaySent = true
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
+                              NGHTTP2_NO_ERROR.rawValue, nil, 0)
+    }
+
+    /// The connection is closing: every exchange's backend is dropped.
+    func close() {
+        for stream in streams.values { stream.exchange?.end(returningTo: nil) }
+        streams.removeAll()
+    }
+
+    /// The earliest time a stream's timer or the connection's idle timer runs out.
+    func deadline(idleSince: Double) -> Double {
+        let t = runtime.snapshot.timeouts
+        var next = streams.isEmpty ? idleSince + t.idle : Double.infinity
+        for stream in streams.values {
+            next = min(next, stream.deadline(t))
+        }
+        return next
+    }
+
+    /// Returns true when the connection itself timed out (no streams, idle).
+    func timerFired(now: Double, idleSince: Double) -> Bool {
+        let t = runtime.snapshot.timeouts
+        if streams.isEmpty { return now >= idleSince + t.idle }
+        for stream in Array(streams.values) {
+            if var machine = stream.machine {
+                guard let outcome = machine.timerFired(now: now, t) else { continue }
+                stream.machine = machine
+                if case .fail(let status) = outcome {
+                    worker.stats.add(status == 504 ? .backendTimeouts : .backendConnectErrors)
+                    Log.warning("\(status): backend timeout on stream \(stream.id)")
+                }
+                apply(outcome, stream)
+            } else if now >= stream.deadline(t) {
+                // Headers that never end, a body nobody reads (a zero window):
+                // reset, never ended as if complete.
+                reset(stream, NGHTTP2_CANCEL)
+            }
+        }
+        return false
+    }
+
+    // MARK: - Events from nghttp2 (through H2Callbacks)
+
+    func beginHeaders(_ streamID: Int32, category: nghttp2_headers_category) {
+        if category == NGHTTP2_HCAT_REQUEST {
+            let stream = H2Stream(id: streamID, limits: runtime.limits, now: monotonicNow())
+            streams[streamID] = stream
+        } else if let stream = streams[streamID] {
+            stream.builder.beginTrailers()
+        }
+    }
+
+    func header(_ streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        guard let stream = streams[streamID] else { return }
+        stream.builder.add(name: name, value: value)
+    }
+
+    /// A complete header block, DATA with END_STREAM, or a connection-level frame.
+    func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) {
+        let type = UInt32(frame.pointee.hd.type)
+        let streamID = frame.pointee.hd.stream_id
+        let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch type {
+        case NGHTTP2_HEADERS.rawValue:
+            guard let stream = streams[streamID] else { return }
+            if stream.requestStarted {
+                // Trailers (RFC 9113 §8.1): validated, then dropped.
+                if stream.builder.finishTrailers(endStream: endStream) != nil { return refuseMalformed(stream) }
+                if endStream { requestBodyEnded(stream) }
+            } else {
+                startRequest(stream, endStream: endStream)
+            }
+        case NGHTTP2_DATA.rawValue:
+            if endStream, let stream = streams[streamID] { requestBodyEnded(stream) }
+        default:
+            break
+        }
+    }
+
+    func dataReceived(_ streamID: Int32, _ data: UnsafeRawBufferPointer) {
+        guard let stream = streams[streamID] else {
+            // A stream we reset: its window still counts for the connection.
+            nghttp2_session_consume_connection(session, data.count)
+            return
+        }
+        guard !stream.answered else {
+            // Refused or answered locally: the rest of the body is read and dropped.
+            nghttp2_session_consume(session, streamID, data.count)
+            return
+        }
+        stream.received += UInt64(data.count)
+        if let limit = stream.contentLength, stream.received > limit {
+            // RFC 9113 §8.1.1: more DATA than content-length is malformed.
+            return refuseMalformed(stream)
+        }
+        if let max = stream.maxBody, stream.received > max {
+            return failStream(stream, status: 413)
+        }
+        stream.lastProgress = monotonicNow()
+        guard let ex = stream.exchange else {
+            // The exchange ended (its backend answered early): dropped too.
+            nghttp2_session_consume(session, streamID, data.count)
+            return
+        }
+        ex.sendRequestBody(data, chunked: stream.chunkedUpstream)
+        stream.unconsumed += data.count
+        stream.machine?.progress(now: stream.lastProgress)
+        acknowledgeBody(stream, ex)
+    }
+
+    /// Returns flow-control credit (WINDOW_UPDATE) for body bytes the backend
+    /// took: at most a window per stream waits in Gatehouse.
+    private func acknowledgeBody(_ stream: H2Stream, _ ex: Exchange) {
+        guard stream.unconsumed > 0, ex.backendOutputLength <= ProxyBuffers.writeHighWater else { return }
+        nghttp2_session_consume(session, stream.id, stream.unconsumed)
+        stream.unconsumed = 0
+    }
+
+    func streamClosed(_ streamID: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if errorCode != NGHTTP2_NO_ERROR.rawValue, stream.exchange != nil {
+            // Reset by the client while its exchange was in flight (Rapid
+            // Reset opens and cancels streams in a loop).
+            glitches.count(.clientReset, now: monotonicNow())
+        }
+        if let ex = stream.exchange {
+            stream.machine?.cancel()
+            ex.end(returningTo: nil)
+            stream.exchange = nil
+        }
+        finishRecord(stream)
+    }
+
+    func invalidFrame() { glitches.count(.protocolError, now: monotonicNow()) }
+
+    /// nghttp2 asks for response body bytes for `streamID`.
+    func readResponseBody(_ streamID: Int32, into buffer: UnsafeMutableRawBufferPointer, flags: inout UInt32) -> Int {
+        guard let stream = streams[streamID], let body = stream.responseBody else {
+            flags |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return 0
+        }
+        let n = Int(evbuffer_remove(body, buffer.baseAddress, buffer.count))
+        if n > 0 {
+            stream.record?.bytesOut += UInt64(n)
+            stream.lastProgress = monotonicNow()
+            stream.machine?.progress(now: stream.lastProgress)
+        }
+        if body.evLength == 0, stream.responseComplete {
+            flags |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return max(n, 0)
+        }
+        if n <= 0 {
+            stream.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        // Room again: a backend paused for this stream goes on.
+        if stream.backendPaused, body.evLength <= Self.streamBufferLowWater, let ex = stream.exchange {
+            stream.backendPaused = false
+            ex.pauseBackendRead(false)
+            stream.wantsPump = true
+        }
+        return n
+    }
+
+    /// After a turn of nghttp2 output: streams whose buffer drained pump their backend again.
+    func pumpWaiting() {
+        for stream in Array(streams.values) where stream.wantsPump {
+            stream.wantsPump = false
+            if let ex = stream.exchange { pumpResponse(stream, ex) }
+        }
+    }
+
+    // MARK: - Requests
+
+    private func startRequest(_ stream: H2Stream, endStream: Bool) {
+        stream.requestStarted = true
+        let request: H2Request
+        switch stream.builder.finish(endStream: endStream, connectProtocolEnabled: false) {
+        case .failure(let error):
+            logRefused(stream, error.reason)
+            switch error.disposition {
+            case .protocolError: return refuseMalformed(stream)
+            case .respond(let status): return respondLocally(stream, status: status)
+            }
+        case .success(let r):
+            request = r
+        }
+        beginRecord(stream, request)
+        let now = monotonicNow()
+        let arena = stream.builder.arena
+        let routeID: Int? = arena.withUnsafeBytes { bytes in
+            let host = hostWithoutPort(bytes[span: request.authority])
+            let handshakeDomain = connection.ssl.flatMap { TLSServer.selectedDomain(of: $0) }
+            switch runtime.router.route(scheme: .https, handshakeDomain: handshakeDomain, host: host, path: bytes[span: request.path]) {
+            case .forward(let domain):
+                return domain
+            case .refuse(let refusal):
+                let status = refusal == .misdirected ? 421 : 404
+                worker.stats.refused(refusal, "\(refusal.label): \(String(decoding: self.connection.clientAddress, as: UTF8.self)): HTTP/2 stream \(stream.id) for \(String(decoding: host.prefix(200), as: UTF8.self)): \(status)")
+                stream.localStatus = status
+                return nil
+            case .redirect, .notRedirected:
+                stream.localStatus = 404
+                return nil
+            }
+        }
+        guard let routeID else { return respondLocally(stream, status: stream.localStatus) }
+        let route = runtime.routes[routeID]
+        stream.route = route
+        stream.maxBody = route.domain.maxBodyBytes
+        if let n = request.contentLength, let max = route.domain.maxBodyBytes, n > max {
+            return respondLocally(stream, status: 413)
+        }
+        stream.contentLength = request.contentLength
+        stream.chunkedUpstream = request.framing == .chunked
+
+        let ex = Exchange(limits: runtime.limits)
+        ex.tag = stream.id
+        var sink = ByteBufferSink(buffer: ex.upstreamHead)
+        connection.clientAddress.withUnsafeBytes { client in
+            writeUpstreamRequestHead(stream.builder, clientAddress: client, into: &sink)
+        }
+        ex.begin(route: route, method: request.methodKind, requestBody: .done, owner: self)
+        stream.exchange = ex
+        let facts = ExchangeStateMachine.Request(idempotent: request.methodKind.isIdempotent,
+                                                 hadBody: !endStream, upgrade: false)
+        guard ex.connect(worker: worker, fresh: false) else {
+            stream.machine = ExchangeStateMachine(facts, requestBodyDone: endStream, connected: false, now: now)
+            worker.stats.add(.backendConnectErrors)
+            Log.warning("502: cannot connect to backend \(ex.backendName)")
+            return failStream(stream, status: 502)
+        }
+        stream.machine = ExchangeStateMachine(facts, requestBodyDone: endStream, connected: ex.backendConnected, now: now)
+        if endStream, stream.chunkedUpstream { ex.endRequestBody(chunked: true) }
+    }
+
+    private func requestBodyEnded(_ stream: H2Stream) {
+        if let limit = stream.contentLength, stream.received != limit {
+            // RFC 9113 §8.1.1: less DATA than content-length.
+            return refuseMalformed(stream)
+        }
+        guard let ex = stream.exchange, var machine = stream.machine, !machine.requestBodyDone else { return }
+        ex.endRequestBody(chunked: stream.chunkedUpstream)
+        machine.bodyDone(now: monotonicNow())
+        stream.machine = machine
+    }
+
+    // MARK: - Exchange reports
+
+    func exchangeConnected(_ exchange: Exchange) {
+        guard let stream = streams[exchange.tag] else { return }
+        stream.machine?.backendConnected(now: monotonicNow())
+    }
+
+    func exchangeWritable(_ exchange: Exchange) {
+        guard let stream = streams[exchange.tag] else { return }
+        acknowledgeBody(stream, exchange)
+    }
+
+    func exchangeReadable(_ exchange: Exchange) {
+        guard let stream = streams[exchange.tag] else { return }
+        pumpResponse(stream, exchange)
+    }
+
+    func exchangeFailed(_ exchange: Exchange, eof: Bool) {
+        guard let stream = streams[exchange.tag], stream.exchange === exchange, stream.machine != nil else {
+            exchange.end(returningTo: nil)
+            return
+        }
+        // A close-delimited body ends with the EOF: what arrived goes first.
+        if eof, stream.machine?.responseUntilClose == true { pumpResponse(stream, exchange) }
+        guard stream.exchange === exchange, var machine = stream.machine else { return }
+        let connected = exchange.backendConnected
+        let outcome = machine.backendFailed(eof: eof, reused: exchange.backendReused, now: monotonicNow())
+        stream.machine = machine
+        switch outcome {
+        case .retry:
+            guard exchange.connect(worker: worker, fresh: true) else {
+                worker.stats.add(.backendConnectErrors)
+                Log.warning("502: cannot connect to backend \(exchange.backendName)")
+                return failStream(stream, status: 502)
+            }
+            return
+        case .fail:
+            worker.stats.add(connected ? .backendResetErrors : .backendConnectErrors)
+            Log.warning(connected ? "502: backend \(exchange.backendName) closed the connection before responding"
+                                  : "502: cannot connect to backend \(exchange.backendName)")
+        case .abort:
+            Log.warning("backend \(exchange.backendName) closed mid-response")
+        default:
+            break
+        }
+        apply(outcome, stream)
+    }
+
+    func flushOutput() { connection.flushOutput() }
+
+    // MARK: - Responses
+
+    private func pumpResponse(_ stream: H2Stream, _ ex: Exchange) {
+        while let machine = stream.machine, !machine.isDone, stream.exchange === ex {
+            if !machine.responseStarted {
+                guard ex.hasResponseBytes else { return }
+                stream.machine?.responseBytesArrived()
+                switch ex.readResponseHead(maxHeaderBytes: runtime.limits.maxHeaderBytes) {
+                case .incomplete:
+                    return
+                case .tooLarge:
+                    Log.warning("backend \(ex.backendName): response head too large")
+                    return apply(.fail(status: 502), stream)
+                case .invalid(let error):
+                    Log.warning("invalid response from backend \(ex.backendName): \(error)")
+                    return apply(.fail(status: 502), stream)
+                case .head(let head, let bytes):
+                    startResponse(stream, ex, head, bytes)
+                    continue
+                }
+            }
+            guard let body = stream.responseBody else { return }
+            let (result, _) = ex.pumpResponseBody(to: body)
+            switch result {
+            case .progress, .needMore:
+                stream.machine?.progress(now: monotonicNow())
+                if body.evLength > Self.streamBufferHighWater, !stream.backendPaused {
+                    stream.backendPaused = true
+                    ex.pauseBackendRead(true)
+                }
+                resumeData(stream)
+                return
+            case .done:
+                stream.responseComplete = true
+                resumeData(stream)
+                return update(stream) { $0.responseDone() }
+            case .error(let error):
+                Log.warning("invalid response body from backend \(ex.backendName): \(error)")
+                return update(stream) { $0.responseFailed() }
+            case .closedEarly:
+                return
+            }
+        }
+    }
+
+    private func startResponse(_ stream: H2Stream, _ ex: Exchange, _ head: ResponseHead, _ bytes: UnsafeRawBufferPointer) {
+        let https = true
+        let route = stream.route
+        if (100..<200).contains(head.status) {
+            // RFC 9113 §8.1: interim responses pass as HEADERS; 101 cannot
+            // happen (no Upgrade is forwarded from HTTP/2).
+            guard head.status != 101 else {
+                Log.warning("502: backend \(ex.backendName) switched protocols without an Upgrade request")
+                return apply(.fail(status: 502), stream)
+            }
+            makeH2ResponseFields(head, in: bytes, hsts: nil, upgradeInsecureRequests: false, into: &block)
+            submitHeaders(stream, final: false, withBody: false)
+            ex.consumeResponseHead(head, body: nil, reframe: false)
+            return
+        }
+        worker.stats.countResponse(status: head.status)
+        let body: BodyState
+        switch head.framing {
+        case .none: body = .done
+        case .contentLength(let n): body = n == 0 ? .done : .length(n)
+        case .chunked: body = .chunked(ChunkedDecoder(limits: runtime.limits))
+        case .untilClose: body = .untilClose
+        }
+        stream.machine?.responseHead(backendKeepAlive: head.keepAlive, backendUntilClose: head.framing == .untilClose,
+                                     now: monotonicNow())
+        let hsts: [UInt8]? = route?.hsts
+        hsts.withOptionalBytes(enabled: https) { hsts in
+            makeH2ResponseFields(head, in: bytes, hsts: hsts, upgradeInsecureRequests: route?.domain.upgradeInsecureRequests == true,
+                                 into: &block)
+        }
+        let backendSeconds = preciseNow() - ex.backendStarted
+        worker.stats.observeBackend(seconds: backendSeconds)
+        stream.record?.status = head.status
+        stream.record?.backendSeconds = backendSeconds
+        ex.consumeResponseHead(head, body: body, reframe: false)
+        if body.isDone {
+            stream.responseComplete = true
+            submitHeaders(stream, final: true, withBody: false)
+        } else {
+            stream.responseBody = evbuffer_new()
+            submitHeaders(stream, final: true, withBody: true)
+        }
+    }
+
+    /// Submits `block` on the stream: a final response (with or without a
+    /// body provider) or interim HEADERS.
+    private func submitHeaders(_ stream: H2Stream, final: Bool, withBody: Bool) {
+        block.arena.withUnsafeBytes { raw in
+            let base = UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            nva.removeAll(keepingCapacity: true)
+            for f in block.fields {
+                nva.append(nghttp2_nv(name: base + f.name.start, value: base + f.value.start,
+                                      namelen: f.name.count, valuelen: f.value.count,
+                                      flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            }
+            if !final {
+                nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, nil, nva, nva.count, nil)
+            } else if withBody {
+                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: H2Callbacks.readBody)
+                nghttp2_submit_response(session, stream.id, nva, nva.count, &provider)
+            } else {
+                nghttp2_submit_response(session, stream.id, nva, nva.count, nil)
+            }
+        }
+    }
+
+    private func resumeData(_ stream: H2Stream) {
+        guard stream.deferred else { return }
+        stream.deferred = false
+        nghttp2_session_resume_data(session, stream.id)
+    }
+
+    /// Runs an exchange event on the stream's machine and carries out its outcome.
+    private func update(_ stream: H2Stream, _ event: (inout ExchangeStateMachine) -> ExchangeStateMachine.Outcome) {
+        guard var machine = stream.machine else { return }
+        let outcome = event(&machine)
+        stream.machine = machine
+        apply(outcome, stream)
+    }
+
+    /// Carries out an exchange outcome on its stream.
+    private func apply(_ outcome: ExchangeStateMachine.Outcome, _ stream: H2Stream) {
+        switch outcome {
+        case .none, .retry:
+            break
+        case .fail(let status):
+            failStream(stream, status: status)
+        case .abort:
+            // RFC 9113 §8.1: a truncated response is a reset stream, never an END_STREAM.
+            reset(stream, NGHTTP2_INTERNAL_ERROR)
+        case .finish(let reuse):
+            stream.exchange?.end(returningTo: reuse ? worker.pool : nil)
+            stream.exchange = nil
+            stream.machine = nil
+            if stream.unconsumed > 0 {
+                nghttp2_session_consume(session, stream.id, stream.unconsumed)
+                stream.unconsumed = 0
+            }
+        }
+    }
+
+    /// Before any response byte: Gatehouse's own answer; the backend is dropped.
+    private func failStream(_ stream: H2Stream, status: Int) {
+        stream.exchange?.end(returningTo: nil)
+        stream.exchange = nil
+        stream.machine = nil
+        respondLocally(stream, status: status)
+    }
+
+    private func respondLocally(_ stream: H2Stream, status: Int) {
+        guard !stream.answered else { return }
+        stream.answered = true
+        worker.stats.countResponse(status: status)
+        let route = stream.route ?? handshakeRoute()
+        let hsts: [UInt8]? = route?.hsts
+        hsts.withOptionalBytes(enabled: true) { hsts in
+            makeH2ErrorFields(status: status, hsts: hsts, upgradeInsecureRequests: route?.domain.upgradeInsecureRequests == true,
+                              extra: status == 405 ? ("allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH") : nil,
+                              into: &block)
+        }
+        let body = evbuffer_new()!
+        var sink = EvbufferSink(buffer: body)
+        writeErrorBody(status: status, into: &sink)
+        stream.responseBody.map { evbuffer_free($0) }
+        stream.responseBody = body
+        stream.responseComplete = true
+        stream.record?.status = status
+        submitHeaders(stream, final: true, withBody: true)
+    }
+
+    private func handshakeRoute() -> ProxyRuntime.Route? {
+        guard let ssl = connection.ssl, let id = TLSServer.selectedDomain(of: ssl), id < runtime.routes.count else { return nil }
+        return runtime.routes[id]
+    }
+
+    /// RFC 9113 §8.1.1: a malformed request is a stream error PROTOCOL_ERROR.
+    private func refuseMalformed(_ stream: H2Stream) {
+        worker.stats.add(.requestsRejected)
+        glitches.count(.protocolError, now: monotonicNow())
+        reset(stream, NGHTTP2_PROTOCOL_ERROR)
+    }
+
+    private func reset(_ stream: H2Stream, _ code: nghttp2_error_code) {
+        stream.answered = true
+        stream.exchange?.end(returningTo: nil)
+        stream.exchange = nil
+        stream.machine = nil
+        glitches.count(.serverReset, now: monotonicNow())
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code.rawValue)
+    }
+
+    private func logRefused(_ stream: H2Stream, _ reason: StaticString) {
+        worker.stats.add(.requestsRejected)
+        Self.protocolLog.write("refused HTTP/2 stream \(stream.id) from \(String(decoding: self.connection.clientAddress, as: UTF8.self)): \(reason)")
+    }
+
+    // MARK: - Access log
+
+    private func beginRecord(_ stream: H2Stream, _ request: H2Request) {
+        guard worker.accessLog != nil else { return }
+        var r = AccessRecord(start: wallClockNow(), client: connection.clientAddress)
+        if let ssl = connection.ssl {
+            r.sni = TLSServer.serverName(of: ssl)
+            r.tlsVersion = Array(TLSServer.negotiatedVersion(of: ssl).utf8)
+            r.cipher = Array(TLSServer.negotiatedCipher(of: ssl).utf8)
+        }
+        r.stream = stream.id
+        stream.builder.arena.withUnsafeBytes { bytes in
+            r.method = Array(bytes[span: request.method])
+            r.target = Array(bytes[span: request.path])
+            r.host = Array(bytes[span: request.authority])
+            for field in stream.builder.fields {
+                let name = bytes[span: field.name]
+                if name.elementsEqual("user-agent".utf8) {
+                    r.userAgent = Array(bytes[span: field.value])
+                } else if name.elementsEqual("referer".utf8) {
+                    r.referer = Array(bytes[span: field.value])
+                }
+            }
+        }
+        stream.record = r
+        stream.recordStarted = preciseNow()
+    }
+
+    private func finishRecord(_ stream: H2Stream) {
+        guard var r = stream.record, let log = worker.accessLog else { return }
+        stream.record = nil
+        r.bytesIn = stream.received
+        r.totalSeconds = preciseNow() - stream.recordStarted
+        log.append(r)
+    }
+}
+
+/// One HTTP/2 stream: its request as it arrives, its exchange, its response body.
+final class H2Stream {
+    let id: Int32
+    let opened: Double
+    var builder: H2RequestBuilder
+    var requestStarted = false
+    var route: ProxyRuntime.Route?
+    var machine: ExchangeStateMachine?
+    var exchange: Exchange?
+    var chunkedUpstream = false
+    var contentLength: UInt64?
+    var maxBody: UInt64?
+    /// Request body bytes received.
+    var received: UInt64 = 0
+    /// Received but not yet acknowledged with WINDOW_UPDATE.
+    var unconsumed = 0
+    /// Decoded response body waiting for DATA frames.
+    var responseBody: OpaquePointer?
+    var responseComplete = false
+    /// nghttp2 was told to wait for more body (NGHTTP2_ERR_DEFERRED).
+    var deferred = false
+    var backendPaused = false
+    var wantsPump = false
+    var localStatus = 0
+    /// Gatehouse answered it itself or reset it: what still arrives is dropped.
+    var answered = false
+    /// Body bytes last moved either way (a stalled stream is reset after `idle`).
+    var lastProgress: Double
+    var record: AccessRecord?
+    var recordStarted = 0.0
+
+    init(id: Int32, limits: HTTPLimits, now: Double) {
+        self.id = id
+        opened = now
+        lastProgress = now
+        builder = H2RequestBuilder(limits: limits)
+    }
+
+    deinit { responseBody.map { evbuffer_free($0) } }
+
+    func deadline(_ t: TimeoutSettings) -> Double {
+        if let machine { return machine.deadline(t) }
+        // A header block must end within request_header; after that, bytes
+        // must move (a local answer or a finished exchange's body draining).
+        return requestStarted ? lastProgress + t.idle : opened + t.requestHeader
+    }
+}
