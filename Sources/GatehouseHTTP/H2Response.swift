@@ -65,13 +65,18 @@ public struct H2FieldBlock: Sendable {
 /// §8.3.2): `:status` first, names lowercased, connection-specific fields
 /// dropped (§8.2.2), HSTS replaced by ours, Content-Length kept where it
 /// describes the body or the GET's (HEAD, 304; RFC 9110 §8.6).
+///
+/// `webSocket`: the head is the backend's 101 to an HTTP/2 WebSocket
+/// (extended CONNECT): the client gets 200 and no Sec-WebSocket-Accept
+/// (RFC 8441 §5), which Gatehouse checked itself.
 public func makeH2ResponseFields(_ head: ResponseHead, in buffer: UnsafeRawBufferPointer,
                                  hsts: UnsafeRawBufferPointer?, upgradeInsecureRequests: Bool,
-                                 into block: inout H2FieldBlock) {
+                                 webSocket: Bool = false, into block: inout H2FieldBlock) {
     block.reset()
-    block.add(":status", decimal: UInt64(head.status))
+    block.add(":status", decimal: webSocket ? 200 : UInt64(head.status))
     for field in head.headers where !field.kind.isHopByHopOrFraming {
         if hsts != nil && field.kind == .strictTransportSecurity { continue }
+        if webSocket, buffer.matchesIgnoringCase(field.name.start, field.name.end, "sec-websocket-accept") { continue }
         block.add(name: buffer[span: field.name], value: buffer[span: field.value], lowercase: true)
     }
     if let hsts { block.add("strict-transport-security", hsts) }

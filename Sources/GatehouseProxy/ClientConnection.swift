@@ -159,6 +159,7 @@ final class ClientConnection: ExchangeOwner {
 
     private func startHTTP2() {
         guard let codec = H2Connection(connection: self) else { return close() }
+        worker.stats.add(.connectionsHTTP2)
         h2 = codec
         h2IdleSince = monotonicNow()
         machine.startMultiplexing(now: h2IdleSince)
@@ -246,6 +247,7 @@ final class ClientConnection: ExchangeOwner {
     }
 
     private func startRequest(_ head: RequestHead, bytes: UnsafeRawBufferPointer) {
+        worker.stats.add(.requestsHTTP1)
         beginRecord(head, bytes)
         let hostName = head.host.map { hostWithoutPort(bytes[span: $0]) }
         let hasBody = head.framing != .none

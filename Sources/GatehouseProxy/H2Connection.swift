@@ -49,6 +49,10 @@ final class H2Connection: ExchangeOwner {
         defer { nghttp2_option_del(option) }
         // Window updates follow what the backend took, not what arrived.
         nghttp2_option_set_no_auto_window_update(option, 1)
+        // RFC 9113 §8 message rules are Gatehouse's own (GatehouseHTTP's
+        // H2RequestBuilder, unit-tested and fuzzed): one place decides,
+        // counts and logs what is refused.
+        nghttp2_option_set_no_http_messaging(option, 1)
         // Rapid Reset: nghttp2's own token bucket on top of our counter.
         nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)
         nghttp2_option_set_max_settings(option, 32)
@@ -62,6 +66,8 @@ final class H2Connection: ExchangeOwner {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: Self.streamWindow),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
                                    value: UInt32(connection.runtime.limits.maxHeaderBytes)),
+            // RFC 8441 §3: WebSockets over HTTP/2 (extended CONNECT).
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL.rawValue), value: 1),
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Self.connectionWindow)
@@ -117,6 +123,7 @@ final class H2Connection: ExchangeOwner {
     func terminate() {
         goawaySent = true
         terminated = true
+        if glitches.exceeded { worker.stats.add(.http2Calm) }
         let code = glitches.exceeded ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR
         // A no-op when nghttp2 already ended the session on its own error.
         nghttp2_session_terminate_session(session, code.rawValue)
@@ -311,8 +318,9 @@ final class H2Connection: ExchangeOwner {
 
     private func startRequest(_ stream: H2Stream, endStream: Bool) {
         stream.requestStarted = true
+        worker.stats.add(.requestsHTTP2)
         let request: H2Request
-        switch stream.builder.finish(endStream: endStream, connectProtocolEnabled: false) {
+        switch stream.builder.finish(endStream: endStream, connectProtocolEnabled: true) {
         case .failure(let error):
             logRefused(stream, error.reason)
             switch error.disposition {
@@ -354,13 +362,15 @@ final class H2Connection: ExchangeOwner {
         let ex = Exchange(limits: runtime.limits)
         ex.tag = stream.id
         var sink = ByteBufferSink(buffer: ex.upstreamHead)
+        // RFC 8441: a WebSocket becomes an HTTP/1.1 Upgrade with a key of ours.
+        stream.webSocketKey = request.isWebSocket ? WebSocketKey.random() : nil
         connection.clientAddress.withUnsafeBytes { client in
-            writeUpstreamRequestHead(stream.builder, clientAddress: client, into: &sink)
+            writeUpstreamRequestHead(stream.builder, clientAddress: client, webSocketKey: stream.webSocketKey, into: &sink)
         }
-        ex.begin(route: route, method: request.methodKind, requestBody: .done, owner: self)
+        ex.begin(route: route, method: request.isWebSocket ? .get : request.methodKind, requestBody: .done, owner: self)
         stream.exchange = ex
-        let facts = ExchangeStateMachine.Request(idempotent: request.methodKind.isIdempotent,
-                                                 hadBody: !endStream, upgrade: false)
+        let facts = ExchangeStateMachine.Request(idempotent: request.methodKind.isIdempotent && !request.isWebSocket,
+                                                 hadBody: !endStream, upgrade: request.isWebSocket)
         guard ex.connect(worker: worker, fresh: false) else {
             stream.machine = ExchangeStateMachine(facts, requestBodyDone: endStream, connected: false, now: now)
             worker.stats.add(.backendConnectErrors)
@@ -375,6 +385,15 @@ final class H2Connection: ExchangeOwner {
         if let limit = stream.contentLength, stream.received != limit {
             // RFC 9113 §8.1.1: less DATA than content-length.
             return refuseMalformed(stream)
+        }
+        if stream.machine?.phase == .tunnel, let ex = stream.exchange {
+            // The client ended its side of a WebSocket: what it sent reaches
+            // the backend, which then closes; the stream ends too.
+            ex.endTunnelFromClient(timeout: runtime.snapshot.timeouts.idle)
+            stream.exchange = nil
+            stream.machine = nil
+            stream.responseComplete = true
+            return resumeData(stream)
         }
         guard let ex = stream.exchange, var machine = stream.machine, !machine.requestBodyDone else { return }
         ex.endRequestBody(chunked: stream.chunkedUpstream)
@@ -404,8 +423,10 @@ final class H2Connection: ExchangeOwner {
             exchange.end(returningTo: nil)
             return
         }
-        // A close-delimited body ends with the EOF: what arrived goes first.
-        if eof, stream.machine?.responseUntilClose == true { pumpResponse(stream, exchange) }
+        // A close-delimited body or a tunnel ends with the EOF: what arrived goes first.
+        if eof, stream.machine?.responseUntilClose == true || stream.machine?.phase == .tunnel {
+            pumpResponse(stream, exchange)
+        }
         guard stream.exchange === exchange, var machine = stream.machine else { return }
         let connected = exchange.backendConnected
         let outcome = machine.backendFailed(eof: eof, reused: exchange.backendReused, now: monotonicNow())
@@ -483,10 +504,7 @@ final class H2Connection: ExchangeOwner {
         if (100..<200).contains(head.status) {
             // RFC 9113 §8.1: interim responses pass as HEADERS; 101 cannot
             // happen (no Upgrade is forwarded from HTTP/2).
-            guard head.status != 101 else {
-                Log.warning("502: backend \(ex.backendName) switched protocols without an Upgrade request")
-                return apply(.fail(status: 502), stream)
-            }
+            if head.status == 101 { return startTunnel(stream, ex, head, bytes) }
             makeH2ResponseFields(head, in: bytes, hsts: nil, upgradeInsecureRequests: false, into: &block)
             submitHeaders(stream, final: false, withBody: false)
             ex.consumeResponseHead(head, body: nil, reframe: false)
@@ -519,6 +537,35 @@ final class H2Connection: ExchangeOwner {
             stream.responseBody = evbuffer_new()
             submitHeaders(stream, final: true, withBody: true)
         }
+    }
+
+    /// RFC 8441 §5: the backend's 101 becomes a 200 on the stream, whose DATA
+    /// frames then carry the WebSocket both ways until either side ends.
+    private func startTunnel(_ stream: H2Stream, _ ex: Exchange, _ head: ResponseHead, _ bytes: UnsafeRawBufferPointer) {
+        let accepted = stream.webSocketKey.map { key in
+            head.headers.contains { field in
+                asciiEqualIgnoringCase(bytes[span: field.name], "sec-websocket-accept")
+                    && key.acceptMatches(bytes[span: field.value])
+            }
+        } ?? false
+        guard accepted, var machine = stream.machine, machine.switchingProtocols(now: monotonicNow()) == .none else {
+            Log.warning("502: backend \(ex.backendName) switched protocols without a matching WebSocket upgrade")
+            return apply(.fail(status: 502), stream)
+        }
+        stream.machine = machine
+        worker.stats.countResponse(status: 200)
+        let route = stream.route
+        let hsts: [UInt8]? = route?.hsts
+        hsts.withOptionalBytes(enabled: true) { hsts in
+            makeH2ResponseFields(head, in: bytes, hsts: hsts, upgradeInsecureRequests: false, webSocket: true, into: &block)
+        }
+        stream.record?.status = 101
+        stream.record?.backendSeconds = preciseNow() - ex.backendStarted
+        ex.consumeResponseHead(head, body: .untilClose, reframe: false)
+        stream.responseBody = evbuffer_new()
+        submitHeaders(stream, final: true, withBody: true)
+        // Body bytes the client sent before the 200 went to the backend already.
+        acknowledgeBody(stream, ex)
     }
 
     /// Submits `block` on the stream: a final response (with or without a
@@ -571,6 +618,9 @@ final class H2Connection: ExchangeOwner {
             stream.exchange?.end(returningTo: reuse ? worker.pool : nil)
             stream.exchange = nil
             stream.machine = nil
+            // The backend's side is complete: END_STREAM once the buffer drains.
+            stream.responseComplete = true
+            resumeData(stream)
             if stream.unconsumed > 0 {
                 nghttp2_session_consume(session, stream.id, stream.unconsumed)
                 stream.unconsumed = 0
@@ -625,6 +675,7 @@ final class H2Connection: ExchangeOwner {
         stream.exchange = nil
         stream.machine = nil
         glitches.count(.serverReset, now: monotonicNow())
+        worker.stats.add(.http2StreamsReset)
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code.rawValue)
     }
 
@@ -694,6 +745,8 @@ final class H2Stream {
     var backendPaused = false
     var wantsPump = false
     var localStatus = 0
+    /// The Sec-WebSocket-Key sent upstream for an RFC 8441 WebSocket.
+    var webSocketKey: WebSocketKey?
     /// Gatehouse answered it itself or reset it: what still arrives is dropped.
     var answered = false
     /// Body bytes last moved either way (a stalled stream is reset after `idle`).
@@ -715,5 +768,14 @@ final class H2Stream {
         // A header block must end within request_header; after that, bytes
         // must move (a local answer or a finished exchange's body draining).
         return requestStarted ? lastProgress + t.idle : opened + t.requestHeader
+    }
+}
+
+extension WebSocketKey {
+    /// 16 bytes from the system's CSPRNG (RFC 6455 §4.1: a random nonce).
+    static func random() -> WebSocketKey {
+        var generator = SystemRandomNumberGenerator()
+        let words = (generator.next() as UInt64, generator.next() as UInt64)
+        return Swift.withUnsafeBytes(of: words) { WebSocketKey(random: $0) }
     }
 }

@@ -15,16 +15,23 @@ public final class WorkerStats: Sendable {
         case requestsRejected
         case connectionsRefusedPerClient, proxyHeaderErrors
         case refusedMisdirected, refusedUnknownHost, refusedACMEPath, refusedExpectation
+        /// Request heads by protocol (HTTP/1.x requests, HTTP/2 streams).
+        case requestsHTTP1, requestsHTTP2
+        case connectionsHTTP2
+        /// HTTP/2 streams Gatehouse reset (malformed, stalled, truncated).
+        case http2StreamsReset
+        /// HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (too many glitches).
+        case http2Calm
     }
 
-    private let counters: InlineArray<32, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    private let counters: InlineArray<40, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     private let open = Atomic<Int>(0)
     /// BackendLatency.bounds.count + 1 buckets.
     let latencyBuckets: InlineArray<12, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     let latencySumMicros = Atomic<UInt64>(0)
 
     public init() {
-        precondition(Counter.allCases.count <= 32)
+        precondition(Counter.allCases.count <= 40)
     }
 
     @inline(__always) func add(_ c: Counter, _ n: UInt64 = 1) {

@@ -79,6 +79,17 @@ enum MetricsText {
             ("{class=\"3xx\"}", n(.responses3xx)), ("{class=\"4xx\"}", n(.responses4xx)),
             ("{class=\"5xx\"}", n(.responses5xx)),
         ])
+        family("gatehouse_http_requests_total", "counter", "Requests by the protocol the client spoke (an HTTP/2 stream is one).", [
+            ("{protocol=\"HTTP/1.1\"}", n(.requestsHTTP1)), ("{protocol=\"HTTP/2\"}", n(.requestsHTTP2)),
+        ])
+        family("gatehouse_http2_connections_total", "counter", "Client connections that chose h2 in ALPN.",
+               [("", n(.connectionsHTTP2))])
+        family("gatehouse_http2_streams_reset_total", "counter",
+               "HTTP/2 streams Gatehouse reset: malformed requests, stalled streams, truncated responses.",
+               [("", n(.http2StreamsReset))])
+        family("gatehouse_http2_glitch_goaways_total", "counter",
+               "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM: too many protocol errors or resets (Rapid Reset, MadeYouReset).",
+               [("", n(.http2Calm))])
         family("gatehouse_http_requests_rejected_total", "counter", "Requests refused by the parser (400, 413, 414, 431, 505).",
                [("", n(.requestsRejected))])
         family("gatehouse_backend_errors_total", "counter", "Backend failures by kind.", [

@@ -160,6 +160,18 @@ class RawH2:
     def headers(self, sid, fields, end_stream=True):
         self.sock.sendall(self.frame(0x1, 0x4 | (0x1 if end_stream else 0), sid, self.encoder.encode(fields)))
 
+    def data(self, sid, payload, end_stream=False):
+        self.sock.sendall(self.frame(0x0, 0x1 if end_stream else 0, sid, payload))
+
+    def settings(self):
+        """The server's SETTINGS as {id: value}."""
+        out = {}
+        for (t, f, _, p) in self.frames:
+            if t == 0x4 and not f & 0x1:
+                for i in range(0, len(p), 6):
+                    out[int.from_bytes(p[i:i + 2], "big")] = int.from_bytes(p[i + 2:i + 6], "big")
+        return out
+
     def rst(self, sid, code=0x8):
         self.sock.sendall(self.frame(0x3, 0, sid, code.to_bytes(4, "big")))
 
@@ -280,7 +292,9 @@ class StreamTests(HTTP2Case):
         env.domain("down.toml", ["down.test"], "127.0.0.1:%d" % free_port())
         cls.port = env.listener("https")
         cls.log = os.path.join(env.dir, "access.log")
-        env.start(extra_sections={"access_log": {"path": cls.log, "format": "json"}})
+        cls.metrics_port = free_port()
+        env.start(metrics={"address": "127.0.0.1:%d" % cls.metrics_port},
+                  extra_sections={"access_log": {"path": cls.log, "format": "json"}})
 
     def echo(self, resp):
         self.assertEqual(resp["status"], 200, resp)
@@ -393,6 +407,29 @@ class StreamTests(HTTP2Case):
         self.assertEqual(r["status"], 502)
         self.assertEqual(len(header(r, "strict-transport-security")), 1)
 
+    def test_metrics_count_requests_by_protocol(self):
+        from test_metrics import parse_prometheus
+        import urllib.request
+
+        def scrape():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
+                return parse_prometheus(r.read().decode())
+        before = scrape()
+        with H2Client(self.port, "a.test") as c:
+            c.wait([c.request("GET", "/echo", "a.test") for _ in range(5)])
+            malformed = c.conn.get_next_available_stream_id()
+        with H2Client(self.port, "a.test", validate=False) as c:
+            c.get("/echo", "a.test", headers=[("connection", "close")])
+        after = scrape()
+
+        def delta(name, labels=""):
+            return after.get((name, labels), 0) - before.get((name, labels), 0)
+        self.assertGreaterEqual(delta("gatehouse_http_requests_total", '{protocol="HTTP/2"}'), 5)
+        self.assertEqual(delta("gatehouse_http_requests_total", '{protocol="HTTP/1.1"}'), 0)
+        self.assertEqual(delta("gatehouse_http2_connections_total"), 2)
+        self.assertGreaterEqual(delta("gatehouse_http2_streams_reset_total"), 1)
+        self.assertEqual(after.get(("gatehouse_http2_glitch_goaways_total", ""), 0), 0)
+
     def test_access_log_says_http2_and_the_stream(self):
         path = marker()
         with H2Client(self.port, "a.test") as c:
@@ -442,3 +479,43 @@ class DrainTests(HTTP2Case):
         finally:
             c.close()
         self.env.gatehouse.proc.wait(timeout=10)
+
+
+class WebSocketTests(HTTP2Case):
+    @classmethod
+    def setUpEnv(cls, env):
+        cls.A = env.backend("A")
+        env.domain("a.toml", ["a.test"], cls.A)
+        cls.port = env.listener("https")
+        env.start()
+
+    def test_websocket_over_http2_becomes_an_http11_upgrade_and_a_tunnel(self):
+        # RFC 8441: extended CONNECT on a stream; the backend sees a GET with Upgrade.
+        c = RawH2(self.port, "a.test")
+        try:
+            c.read(lambda c: 8 in c.settings(), timeout=5)
+            self.assertEqual(c.settings().get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+            c.headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                          (":path", "/ws"), (":authority", "a.test"), ("sec-websocket-version", "13")],
+                      end_stream=False)
+            c.read(lambda c: c.status(1) is not None, timeout=5)
+            self.assertEqual(c.status(1), 200)
+            fields = dict(next(p for (t, _, s, p) in c.frames if t == 0x1 and s == 1))
+            self.assertNotIn("sec-websocket-accept", fields)
+            self.assertNotIn("upgrade", fields)
+            c.data(1, b"hello over h2")
+            c.read(lambda c: c.body(1) == b"hello over h2", timeout=5)
+            self.assertEqual(c.body(1), b"hello over h2", "echoed through the tunnel")
+            c.data(1, b"close-from-backend")
+            c.read(lambda c: c.ended(1), timeout=5)
+            self.assertTrue(c.ended(1), "the backend's close ends the stream")
+            # The connection goes on.
+            c.headers(3, [(":method", "GET"), (":scheme", "https"), (":path", "/echo"), (":authority", "a.test")])
+            c.read(lambda c: c.ended(3), timeout=5)
+            self.assertEqual(c.status(3), 200)
+        finally:
+            c.close()
+        log = [r for r in self.A.request_log()["requests"] if "/ws" in r["line"]]
+        self.assertEqual(len(log), 1, log)
+        self.assertIn("GET /ws HTTP/1.1", log[0]["line"])
+        self.assertEqual(log[0].get("tunnel_bytes"), len(b"hello over h2"), "the app does not count its close command")

@@ -21,7 +21,7 @@ def parse_prometheus(text):
             continue
         if line.startswith("#") or not line:
             continue
-        m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?(?:e-?\d+)?)', line)
+        m = re.fullmatch(r'([a-z_][a-z0-9_]*)(\{[^}]*\})? (\d+(?:\.\d+)?(?:e-?\d+)?)', line)
         assert m, "malformed sample line %r" % line
         family = re.sub(r"_(bucket|sum|count)$", "", m.group(1)) if m.group(1) not in types else m.group(1)
         assert family in types, "sample %r without # TYPE" % line
