@@ -15,6 +15,10 @@ enum Callbacks {
         let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
         withExtendedLifetime(c) { c.timerFired() }
     }
+    static let clientFlush: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, ctx in
+        let c = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
+        withExtendedLifetime(c) { c.flushFired() }
+    }
 
     // MARK: the client socket BIO (data: the ClientTransport, which owns the SSL that owns the BIO)
 

@@ -42,6 +42,10 @@ final class ClientConnection: ExchangeOwner {
     private var h2IdleSince = 0.0
     /// The deadline the timer is armed for (HTTP/2 re-arms only when earlier).
     private var armedDeadline = Double.infinity
+    /// HTTP/2: one flush after every backend event of this loop iteration,
+    /// so responses that arrive together leave in one TLS record and write.
+    private var flushEvent: OpaquePointer?
+    private var flushScheduled = false
 
     /// The exchange of the request in progress, while it has one.
     private var exchange: Exchange? {
@@ -158,12 +162,27 @@ final class ClientConnection: ExchangeOwner {
     // MARK: - HTTP/2
 
     private func startHTTP2() {
-        guard let codec = H2Connection(connection: self) else { return close() }
+        guard let codec = H2Connection(connection: self),
+              let event = event_new(worker.base, -1, 0, Callbacks.clientFlush, retained?.toOpaque()) else { return close() }
         worker.stats.add(.connectionsHTTP2)
+        flushEvent = event
         h2 = codec
         h2IdleSince = monotonicNow()
         machine.startMultiplexing(now: h2IdleSince)
         if machine.draining { codec.drain() }
+    }
+
+    /// Backend events queue the flush instead of writing at once: libevent
+    /// runs an event activated now after the ones already active.
+    func scheduleFlush() {
+        guard let flushEvent, !flushScheduled else { return }
+        flushScheduled = true
+        event_active(flushEvent, 0, 0)
+    }
+
+    func flushFired() {
+        flushScheduled = false
+        flushOutput()
     }
 
     private func readHTTP2(_ h2: H2Connection) {
@@ -678,6 +697,8 @@ final class ClientConnection: ExchangeOwner {
         guard let r = retained else { return }
         machine.closed()
         h2?.close()
+        if let flushEvent { event_free(flushEvent) }
+        flushEvent = nil
         finishRecord()
         abortExchange()
         releaseRequestState()

@@ -12,6 +12,9 @@ import GatehouseTLS
 /// frames queued during one turn of the event loop leave in one flush.
 final class H2Connection: ExchangeOwner {
     unowned let connection: ClientConnection
+    /// Outlives every connection on it.
+    private unowned(unsafe) let worker: Worker
+    private let runtime: ProxyRuntime
     private let session: OpaquePointer
     private var streams: [Int32: H2Stream] = [:]
     private var goawaySent = false
@@ -35,11 +38,18 @@ final class H2Connection: ExchangeOwner {
     private var glitches = GlitchCounter()
     private static let protocolLog = RateLimitedLog()
 
-    private var worker: Worker { connection.worker }
-    private var runtime: ProxyRuntime { connection.runtime }
+    /// Streams finished on this connection, ready for the next ones: their
+    /// builder, exchange and buffers are reused.
+    private var spareStreams: [H2Stream] = []
+    private static let maxSpareStreams = 16
+    /// The stream the last callback was about (nghttp2 reports a header
+    /// block field by field).
+    private var recent: H2Stream?
 
     init?(connection: ClientConnection) {
         self.connection = connection
+        worker = connection.worker
+        runtime = connection.runtime
         var callbacks: OpaquePointer?
         guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { return nil }
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -187,16 +197,30 @@ final class H2Connection: ExchangeOwner {
 
     func beginHeaders(_ streamID: Int32, category: nghttp2_headers_category) {
         if category == NGHTTP2_HCAT_REQUEST {
-            let stream = H2Stream(id: streamID, limits: runtime.limits, now: monotonicNow())
+            let stream: H2Stream
+            if let spare = spareStreams.popLast() {
+                spare.reuse(id: streamID, now: monotonicNow())
+                stream = spare
+            } else {
+                stream = H2Stream(id: streamID, limits: runtime.limits, now: monotonicNow())
+            }
             streams[streamID] = stream
-        } else if let stream = streams[streamID] {
+            recent = stream
+        } else if let stream = lookup(streamID) {
             stream.builder.beginTrailers()
         }
     }
 
     func header(_ streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard let stream = streams[streamID] else { return }
+        guard let stream = lookup(streamID) else { return }
         stream.builder.add(name: name, value: value)
+    }
+
+    private func lookup(_ streamID: Int32) -> H2Stream? {
+        if let recent, recent.id == streamID { return recent }
+        let stream = streams[streamID]
+        recent = stream
+        return stream
     }
 
     /// A complete header block, DATA with END_STREAM, or a connection-level frame.
@@ -206,7 +230,7 @@ final class H2Connection: ExchangeOwner {
         let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch type {
         case NGHTTP2_HEADERS.rawValue:
-            guard let stream = streams[streamID] else { return }
+            guard let stream = lookup(streamID) else { return }
             if stream.requestStarted {
                 // Trailers (RFC 9113 §8.1): validated, then dropped.
                 if stream.builder.finishTrailers(endStream: endStream) != nil { return refuseMalformed(stream) }
@@ -215,14 +239,14 @@ final class H2Connection: ExchangeOwner {
                 startRequest(stream, endStream: endStream)
             }
         case NGHTTP2_DATA.rawValue:
-            if endStream, let stream = streams[streamID] { requestBodyEnded(stream) }
+            if endStream, let stream = lookup(streamID) { requestBodyEnded(stream) }
         default:
             break
         }
     }
 
     func dataReceived(_ streamID: Int32, _ data: UnsafeRawBufferPointer) {
-        guard let stream = streams[streamID] else {
+        guard let stream = lookup(streamID) else {
             // A stream we reset: its window still counts for the connection.
             nghttp2_session_consume_connection(session, data.count)
             return
@@ -262,6 +286,8 @@ final class H2Connection: ExchangeOwner {
 
     func streamClosed(_ streamID: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if recent === stream { recent = nil }
+        defer { if spareStreams.count < Self.maxSpareStreams { spareStreams.append(stream) } }
         if errorCode != NGHTTP2_NO_ERROR.rawValue, stream.exchange != nil {
             // Reset by the client while its exchange was in flight (Rapid
             // Reset opens and cancels streams in a loop).
@@ -279,7 +305,7 @@ final class H2Connection: ExchangeOwner {
 
     /// nghttp2 asks for response body bytes for `streamID`.
     func readResponseBody(_ streamID: Int32, into buffer: UnsafeMutableRawBufferPointer, flags: inout UInt32) -> Int {
-        guard let stream = streams[streamID], let body = stream.responseBody else {
+        guard let stream = lookup(streamID), let body = stream.responseBody else {
             flags |= NGHTTP2_DATA_FLAG_EOF.rawValue
             return 0
         }
@@ -359,7 +385,8 @@ final class H2Connection: ExchangeOwner {
         stream.contentLength = request.contentLength
         stream.chunkedUpstream = request.framing == .chunked
 
-        let ex = Exchange(limits: runtime.limits)
+        let ex = stream.takeExchange(limits: runtime.limits)
+        ex.upstreamHead.removeAll()
         ex.tag = stream.id
         var sink = ByteBufferSink(buffer: ex.upstreamHead)
         // RFC 8441: a WebSocket becomes an HTTP/1.1 Upgrade with a key of ours.
@@ -451,7 +478,7 @@ final class H2Connection: ExchangeOwner {
         apply(outcome, stream)
     }
 
-    func flushOutput() { connection.flushOutput() }
+    func flushOutput() { connection.scheduleFlush() }
 
     // MARK: - Responses
 
@@ -533,8 +560,9 @@ final class H2Connection: ExchangeOwner {
         if body.isDone {
             stream.responseComplete = true
             submitHeaders(stream, final: true, withBody: false)
+            update(stream) { $0.responseDone() }
         } else {
-            stream.responseBody = evbuffer_new()
+            _ = stream.makeResponseBody()
             submitHeaders(stream, final: true, withBody: true)
         }
     }
@@ -562,7 +590,7 @@ final class H2Connection: ExchangeOwner {
         stream.record?.status = 101
         stream.record?.backendSeconds = preciseNow() - ex.backendStarted
         ex.consumeResponseHead(head, body: .untilClose, reframe: false)
-        stream.responseBody = evbuffer_new()
+        _ = stream.makeResponseBody()
         submitHeaders(stream, final: true, withBody: true)
         // Body bytes the client sent before the 200 went to the backend already.
         acknowledgeBody(stream, ex)
@@ -647,11 +675,10 @@ final class H2Connection: ExchangeOwner {
                               extra: status == 405 ? ("allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH") : nil,
                               into: &block)
         }
-        let body = evbuffer_new()!
+        let body = stream.makeResponseBody()
+        evbuffer_drain(body, body.evLength)
         var sink = EvbufferSink(buffer: body)
         writeErrorBody(status: status, into: &sink)
-        stream.responseBody.map { evbuffer_free($0) }
-        stream.responseBody = body
         stream.responseComplete = true
         stream.record?.status = status
         submitHeaders(stream, final: true, withBody: true)
@@ -723,8 +750,9 @@ final class H2Connection: ExchangeOwner {
 
 /// One HTTP/2 stream: its request as it arrives, its exchange, its response body.
 final class H2Stream {
-    let id: Int32
-    let opened: Double
+    private(set) var id: Int32
+    private(set) var opened: Double
+    private var spareExchange: Exchange?
     var builder: H2RequestBuilder
     var requestStarted = false
     var route: ProxyRuntime.Route?
@@ -759,6 +787,48 @@ final class H2Stream {
         opened = now
         lastProgress = now
         builder = H2RequestBuilder(limits: limits)
+    }
+
+    /// A finished stream readied for a new one (its storage is kept).
+    func reuse(id: Int32, now: Double) {
+        self.id = id
+        opened = now
+        lastProgress = now
+        builder.reset()
+        requestStarted = false
+        route = nil
+        machine = nil
+        exchange = nil
+        chunkedUpstream = false
+        contentLength = nil
+        maxBody = nil
+        received = 0
+        unconsumed = 0
+        if let responseBody { evbuffer_drain(responseBody, responseBody.evLength) }
+        responseComplete = false
+        deferred = false
+        backendPaused = false
+        wantsPump = false
+        localStatus = 0
+        answered = false
+        webSocketKey = nil
+        record = nil
+    }
+
+    /// The response body's buffer, made on first use and kept for reuse.
+    func makeResponseBody() -> OpaquePointer {
+        if let responseBody { return responseBody }
+        let buffer = evbuffer_new()!
+        responseBody = buffer
+        return buffer
+    }
+
+    /// The exchange, kept with the stream for reuse.
+    func takeExchange(limits: HTTPLimits) -> Exchange {
+        if let spareExchange, spareExchange.responseParser.limits == limits { return spareExchange }
+        let made = Exchange(limits: limits)
+        spareExchange = made
+        return made
     }
 
     deinit { responseBody.map { evbuffer_free($0) } }
