@@ -21,12 +21,13 @@ public struct H2FieldBlock: Sendable {
     /// not matter (RFC 9110 §5.1); HTTP/2 requires lowercase.
     public mutating func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, lowercase: Bool = false) {
         let nameStart = arena.count
-        if lowercase {
-            for b in name { arena.append(b >= 0x41 && b <= 0x5A ? b | 0x20 : b) }
-        } else {
-            arena.append(contentsOf: name)
-        }
+        arena.append(contentsOf: name)
         let valueStart = arena.count
+        if lowercase {
+            arena.withUnsafeMutableBufferPointer { a in
+                for i in nameStart ..< valueStart where a[i] >= 0x41 && a[i] <= 0x5A { a[i] |= 0x20 }
+            }
+        }
         arena.append(contentsOf: value)
         fields.append(Field(name: ByteSpan(start: nameStart, end: valueStart),
                             value: ByteSpan(start: valueStart, end: arena.count)))

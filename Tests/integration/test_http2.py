@@ -519,3 +519,30 @@ class WebSocketTests(HTTP2Case):
         self.assertEqual(len(log), 1, log)
         self.assertIn("GET /ws HTTP/1.1", log[0]["line"])
         self.assertEqual(log[0].get("tunnel_bytes"), len(b"hello over h2"), "the app does not count its close command")
+
+
+class ReloadTests(HTTP2Case):
+    @classmethod
+    def setUpEnv(cls, env):
+        cls.A = env.backend("A")
+        cls.B = env.backend("B")
+        env.domain("a.toml", ["a.test"], cls.A)
+        cls.port = env.listener("https")
+        env.start()
+
+    def test_an_http2_connection_keeps_its_runtime_across_a_reload(self):
+        def backend(resp):
+            self.assertEqual(resp["status"], 200, resp)
+            return header(resp, "x-backend-name")[0]
+        with H2Client(self.port, "a.test") as old:
+            self.assertEqual(backend(old.get("/echo", "a.test")), "A")
+            self.env.domain("a.toml", ["a.test"], self.B)
+            before = self.env.gatehouse.stderr().count("reloaded:")
+            self.env.gatehouse.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while self.env.gatehouse.stderr().count("reloaded:") == before and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertGreater(self.env.gatehouse.stderr().count("reloaded:"), before)
+            with H2Client(self.port, "a.test") as new:
+                self.assertEqual(backend(new.get("/echo", "a.test")), "B", "new connections: the new config")
+            self.assertEqual(backend(old.get("/echo", "a.test")), "A", "the open connection: its own snapshot")
