@@ -750,9 +750,10 @@ def http_get(port, host, target="/", method="GET", headers=()):
 # --------------------------------------------------------------------------- CLIs
 
 class CurlResult:
-    def __init__(self, returncode, status, headers, body, stderr):
+    def __init__(self, returncode, status, headers, body, stderr, version=None):
         self.returncode = returncode
         self.status = status
+        self.version = version      # "1.1", "2": the final response's HTTP version
         self.headers = headers
         self.body = body
         self.stderr = stderr
@@ -780,14 +781,15 @@ def curl(url, resolve=None, args=(), cafile=None, timeout=60):
         cmd += list(args) + [url]
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         r = subprocess.run(cmd, capture_output=True, timeout=timeout + 10, env=env, stdin=subprocess.DEVNULL)
-        status, headers = 0, []
+        status, headers, version = 0, [], None
         if os.path.exists(head_path):
             with open(head_path, "rb") as f:
                 blocks = [b for b in f.read().split(b"\r\n\r\n") if b.strip()]
             if blocks:
                 lines = blocks[-1].split(b"\r\n")
-                m = re.match(rb"^HTTP/[\d.]+ (\d{3})", lines[0])
-                status = int(m.group(1)) if m else 0
+                m = re.match(rb"^HTTP/([\d.]+) (\d{3})", lines[0])
+                status = int(m.group(2)) if m else 0
+                version = m.group(1).decode() if m else None
                 for line in lines[1:]:
                     k, _, v = line.partition(b":")
                     headers.append((k.decode("latin-1"), v.strip().decode("latin-1")))
@@ -795,7 +797,7 @@ def curl(url, resolve=None, args=(), cafile=None, timeout=60):
         if os.path.exists(body_path):
             with open(body_path, "rb") as f:
                 body = f.read()
-        return CurlResult(r.returncode, status, headers, body, r.stderr.decode(errors="replace"))
+        return CurlResult(r.returncode, status, headers, body, r.stderr.decode(errors="replace"), version)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
