@@ -83,6 +83,7 @@ enum H2Callbacks {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, dataChunk)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, streamClosed)
         nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, invalidFrame)
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, frameSent)
     }
 
     private static func connection(_ userData: UnsafeMutableRawPointer?) -> H2Connection {
@@ -120,6 +121,12 @@ enum H2Callbacks {
 
     private static let invalidFrame: nghttp2_on_invalid_frame_recv_callback = { _, _, _, userData in
         connection(userData).invalidFrame()
+        return 0
+    }
+
+    private static let frameSent: nghttp2_on_frame_send_callback = { _, frame, userData in
+        guard let frame else { return 0 }
+        connection(userData).frameSent(frame)
         return 0
     }
 

@@ -37,9 +37,6 @@ final class ClientConnection: ExchangeOwner {
     private var retained: Unmanaged<ClientConnection>?
     /// The HTTP/2 codec, when ALPN chose h2; else this class is the HTTP/1.1 codec.
     private var h2: H2Connection?
-    /// HTTP/2: when frames last arrived (the idle timer counts from here
-    /// while no stream is open).
-    private var h2IdleSince = 0.0
     /// The deadline the timer is armed for (HTTP/2 re-arms only when earlier).
     private var armedDeadline = Double.infinity
     /// HTTP/2: one flush after every backend event of this loop iteration,
@@ -167,8 +164,7 @@ final class ClientConnection: ExchangeOwner {
         worker.stats.add(.connectionsHTTP2)
         flushEvent = event
         h2 = codec
-        h2IdleSince = monotonicNow()
-        machine.startMultiplexing(now: h2IdleSince)
+        machine.startMultiplexing(now: monotonicNow())
         if machine.draining { codec.drain() }
     }
 
@@ -186,7 +182,6 @@ final class ClientConnection: ExchangeOwner {
     }
 
     private func readHTTP2(_ h2: H2Connection) {
-        h2IdleSince = monotonicNow()
         if !h2.readable(input) {
             // A protocol error or too many glitches: GOAWAY is queued; the
             // connection ends once it is sent.
@@ -211,7 +206,7 @@ final class ClientConnection: ExchangeOwner {
         if transport.isOpen, transport.outputLength == 0, h2.finished || h2.closable {
             return perform(machine.multiplexingEnded(now: monotonicNow()))
         }
-        let deadline = h2.deadline(idleSince: h2IdleSince)
+        let deadline = h2.deadline()
         if deadline < armedDeadline { armTimer(at: deadline) }
     }
 
@@ -779,7 +774,7 @@ final class ClientConnection: ExchangeOwner {
         armedDeadline = .infinity
         if let h2 {
             // Per-stream timeouts, and the idle connection's: a polite GOAWAY.
-            if h2.timerFired(now: monotonicNow(), idleSince: h2IdleSince) { h2.drain() }
+            if h2.timerFired(now: monotonicNow()) { h2.drain() }
             return flushOutput()
         }
         let phase = machine.phase

@@ -315,9 +315,13 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         return true
     }
 
+    /// The backend waits for the client (paused) or goes on. While it waits,
+    /// a stalled response is the client's and `idle` times it.
     public mutating func pauseBackendRead(_ paused: Bool) -> Bool {
         guard backendReadPaused != paused else { return false }
         backendReadPaused = paused
+        onExchange { $0.clientBackpressure(paused) }
+        timerStale = true
         return true
     }
 

@@ -60,6 +60,9 @@ public struct ExchangeStateMachine: Sendable, Equatable {
     public private(set) var responseUntilClose = false
     public private(set) var retried = false
     public private(set) var backendReusable = false
+    /// The response waits for the client to read what is queued: the stall
+    /// is the client's, timed by `idle`, not `backend_response`.
+    public private(set) var waitingOnClient = false
     /// When the running timer started counting (or bytes last moved).
     public private(set) var since: Double
 
@@ -76,7 +79,8 @@ public struct ExchangeStateMachine: Sendable, Equatable {
         switch phase {
         case .backendConnect: t.backendConnect
         case .body, .tunnel, .done: t.idle
-        case .backendResponse, .responding: t.backendResponse
+        case .backendResponse: t.backendResponse
+        case .responding: waitingOnClient ? t.idle : t.backendResponse
         }
     }
 
@@ -95,6 +99,9 @@ public struct ExchangeStateMachine: Sendable, Equatable {
     public mutating func progress(now: Double) {
         if phase != .backendConnect { since = now }
     }
+
+    /// The client side's buffer for this response filled (true) or drained.
+    public mutating func clientBackpressure(_ waiting: Bool) { waitingOnClient = waiting }
 
     public mutating func bodyDone(now: Double) {
         requestBodyDone = true

@@ -19,6 +19,11 @@ final class H2Connection: ExchangeOwner {
     private var streams: [Int32: H2Stream] = [:]
     private var goawaySent = false
     private var terminated = false
+    /// Since when the connection has had no stream and no frame: the idle
+    /// timer counts from here.
+    private var idleSince: Double
+    /// The read failed on a flood nghttp2 detected.
+    private var abuse = false
     /// A response stream's buffer holds at most this much before its
     /// backend waits (the client's flow-control window does the rest).
     static let streamBufferHighWater = 256 * 1024
@@ -45,11 +50,16 @@ final class H2Connection: ExchangeOwner {
     /// The stream the last callback was about (nghttp2 reports a header
     /// block field by field).
     private var recent: H2Stream?
+    /// Requests accepted during the current read, started once all of it is
+    /// processed: a stream the same read resets (Rapid Reset) or contradicts
+    /// (DATA beyond its content-length) never reaches a backend.
+    private var pendingStarts: [H2Stream] = []
 
     init?(connection: ClientConnection) {
         self.connection = connection
         worker = connection.worker
         runtime = connection.runtime
+        idleSince = monotonicNow()
         var callbacks: OpaquePointer?
         guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { return nil }
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -97,15 +107,22 @@ final class H2Connection: ExchangeOwner {
             evbuffer_drain(input, input.evLength)
             return true
         }
+        idleSince = monotonicNow()
         while input.evLength > 0 {
             let bytes = Evbuffer.front(input, max: 16 * 1024)
             let n = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
             guard n >= 0 else {
-                Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) closed: \(String(cString: nghttp2_strerror(Int32(n))))")
+                // Floods (SETTINGS, PING, RST_STREAM, CONTINUATION) are
+                // abuse, not mistakes: ENHANCE_YOUR_CALM (RFC 9113 §7).
+                let error = Int32(n)
+                abuse = error == NGHTTP2_ERR_FLOODED.rawValue || error == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue
+                    || error == NGHTTP2_ERR_TOO_MANY_SETTINGS.rawValue
+                Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) closed: \(String(cString: nghttp2_strerror(error)))")
                 return false
             }
             evbuffer_drain(input, n)
         }
+        startPending()
         return !glitches.exceeded
     }
 
@@ -133,8 +150,9 @@ final class H2Connection: ExchangeOwner {
     func terminate() {
         goawaySent = true
         terminated = true
-        if glitches.exceeded { worker.stats.add(.http2Calm) }
-        let code = glitches.exceeded ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR
+        let calm = glitches.exceeded || abuse
+        if calm { worker.stats.add(.http2Calm) }
+        let code = calm ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR
         // A no-op when nghttp2 already ended the session on its own error.
         nghttp2_session_terminate_session(session, code.rawValue)
         for stream in streams.values {
@@ -162,7 +180,7 @@ final class H2Connection: ExchangeOwner {
     }
 
     /// The earliest time a stream's timer or the connection's idle timer runs out.
-    func deadline(idleSince: Double) -> Double {
+    func deadline() -> Double {
         let t = runtime.snapshot.timeouts
         var next = streams.isEmpty ? idleSince + t.idle : Double.infinity
         for stream in streams.values {
@@ -172,7 +190,7 @@ final class H2Connection: ExchangeOwner {
     }
 
     /// Returns true when the connection itself timed out (no streams, idle).
-    func timerFired(now: Double, idleSince: Double) -> Bool {
+    func timerFired(now: Double) -> Bool {
         let t = runtime.snapshot.timeouts
         if streams.isEmpty { return now >= idleSince + t.idle }
         for stream in Array(streams.values) {
@@ -270,10 +288,10 @@ final class H2Connection: ExchangeOwner {
             nghttp2_session_consume(session, streamID, data.count)
             return
         }
-        ex.sendRequestBody(data, chunked: stream.chunkedUpstream)
         stream.unconsumed += data.count
+        forwardBody(stream, ex, data)
         stream.machine?.progress(now: stream.lastProgress)
-        acknowledgeBody(stream, ex)
+        if !stream.startPending { acknowledgeBody(stream, ex) }
     }
 
     /// Returns flow-control credit (WINDOW_UPDATE) for body bytes the backend
@@ -287,6 +305,7 @@ final class H2Connection: ExchangeOwner {
     func streamClosed(_ streamID: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         if recent === stream { recent = nil }
+        if streams.isEmpty { idleSince = monotonicNow() }
         defer { if spareStreams.count < Self.maxSpareStreams { spareStreams.append(stream) } }
         if errorCode != NGHTTP2_NO_ERROR.rawValue, stream.exchange != nil {
             // Reset by the client while its exchange was in flight (Rapid
@@ -302,6 +321,16 @@ final class H2Connection: ExchangeOwner {
     }
 
     func invalidFrame() { glitches.count(.protocolError, now: monotonicNow()) }
+
+    /// nghttp2 sent a frame: a GOAWAY with an error is logged (nghttp2 ends
+    /// some connections on its own, e.g. past SETTINGS_MAX_CONCURRENT_STREAMS).
+    func frameSent(_ frame: UnsafePointer<nghttp2_frame>) {
+        guard UInt32(frame.pointee.hd.type) == NGHTTP2_GOAWAY.rawValue else { return }
+        goawaySent = true
+        let code = frame.pointee.goaway.error_code
+        guard code != NGHTTP2_NO_ERROR.rawValue else { return }
+        Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) ended: GOAWAY \(String(cString: nghttp2_http2_strerror(code)))")
+    }
 
     /// nghttp2 asks for response body bytes for `streamID`.
     func readResponseBody(_ streamID: Int32, into buffer: UnsafeMutableRawBufferPointer, flags: inout UInt32) -> Int {
@@ -326,6 +355,7 @@ final class H2Connection: ExchangeOwner {
         // Room again: a backend paused for this stream goes on.
         if stream.backendPaused, body.evLength <= Self.streamBufferLowWater, let ex = stream.exchange {
             stream.backendPaused = false
+            stream.machine?.clientBackpressure(false)
             ex.pauseBackendRead(false)
             stream.wantsPump = true
         }
@@ -396,23 +426,83 @@ final class H2Connection: ExchangeOwner {
         }
         ex.begin(route: route, method: request.isWebSocket ? .get : request.methodKind, requestBody: .done, owner: self)
         stream.exchange = ex
-        let facts = ExchangeStateMachine.Request(idempotent: request.methodKind.isIdempotent && !request.isWebSocket,
-                                                 hadBody: !endStream, upgrade: request.isWebSocket)
+        stream.facts = ExchangeStateMachine.Request(idempotent: request.methodKind.isIdempotent && !request.isWebSocket,
+                                                    hadBody: !endStream, upgrade: request.isWebSocket)
+        stream.endStreamSeen = endStream
+        // "content-length: 0" without END_STREAM: the head alone is a complete
+        // request, so it waits until END_STREAM confirms there is no body.
+        stream.waitsForEnd = request.contentLength == 0 && !endStream
+        stream.startPending = true
+        pendingStarts.append(stream)
+    }
+
+    /// Starts the requests of the read just processed (see `pendingStarts`).
+    private func startPending() {
+        guard !pendingStarts.isEmpty else { return }
+        let now = monotonicNow()
+        var waiting: [H2Stream] = []
+        for stream in pendingStarts where stream.startPending && !stream.answered && streams[stream.id] === stream {
+            if stream.waitsForEnd && !stream.endStreamSeen {
+                waiting.append(stream)
+                continue
+            }
+            start(stream, now: now)
+        }
+        pendingStarts = waiting
+    }
+
+    private func start(_ stream: H2Stream, now: Double) {
+        guard let ex = stream.exchange, let facts = stream.facts else { return }
+        stream.startPending = false
+        let bodyDone = stream.endStreamSeen
         guard ex.connect(worker: worker, fresh: false) else {
-            stream.machine = ExchangeStateMachine(facts, requestBodyDone: endStream, connected: false, now: now)
+            stream.machine = ExchangeStateMachine(facts, requestBodyDone: bodyDone, connected: false, now: now)
             worker.stats.add(.backendConnectErrors)
             Log.warning("502: cannot connect to backend \(ex.backendName)")
             return failStream(stream, status: 502)
         }
-        stream.machine = ExchangeStateMachine(facts, requestBodyDone: endStream, connected: ex.backendConnected, now: now)
-        if endStream, stream.chunkedUpstream { ex.endRequestBody(chunked: true) }
+        stream.machine = ExchangeStateMachine(facts, requestBodyDone: bodyDone, connected: ex.backendConnected, now: now)
+        // What arrived while the start waited.
+        if let pending = stream.pendingBody, pending.evLength > 0 {
+            let bytes = Evbuffer.front(pending, max: pending.evLength)
+            ex.sendRequestBody(bytes, chunked: stream.chunkedUpstream)
+            evbuffer_drain(pending, bytes.count)
+        }
+        if bodyDone, stream.chunkedUpstream { ex.endRequestBody(chunked: true) }
+        acknowledgeBody(stream, ex)
+    }
+
+    /// Request body bytes on their way to the backend. With a content-length
+    /// the last byte waits for END_STREAM: until then more DATA could still
+    /// prove the request malformed, and the backend must not have it whole.
+    private func forwardBody(_ stream: H2Stream, _ ex: Exchange, _ data: UnsafeRawBufferPointer) {
+        var data = data
+        if let limit = stream.contentLength, stream.received == limit, !stream.endStreamSeen, data.count > 0 {
+            stream.heldByte = data[data.count - 1]
+            data = UnsafeRawBufferPointer(rebasing: data[..<(data.count - 1)])
+        }
+        guard data.count > 0 else { return }
+        if stream.startPending {
+            let pending = stream.makePendingBody()
+            evbuffer_add(pending, data.baseAddress, data.count)
+        } else {
+            ex.sendRequestBody(data, chunked: stream.chunkedUpstream)
+        }
     }
 
     private func requestBodyEnded(_ stream: H2Stream) {
+        guard !stream.answered else { return }
         if let limit = stream.contentLength, stream.received != limit {
             // RFC 9113 §8.1.1: less DATA than content-length.
             return refuseMalformed(stream)
         }
+        stream.endStreamSeen = true
+        if let held = stream.heldByte, let ex = stream.exchange {
+            stream.heldByte = nil
+            withUnsafeBytes(of: held) { forwardBody(stream, ex, $0) }
+        }
+        // A start still pending takes the end of the body with it.
+        if stream.startPending { return }
         if stream.machine?.phase == .tunnel, let ex = stream.exchange {
             // The client ended its side of a WebSocket: what it sent reaches
             // the backend, which then closes; the stream ends too.
@@ -508,6 +598,7 @@ final class H2Connection: ExchangeOwner {
                 stream.machine?.progress(now: monotonicNow())
                 if body.evLength > Self.streamBufferHighWater, !stream.backendPaused {
                     stream.backendPaused = true
+                    stream.machine?.clientBackpressure(true)
                     ex.pauseBackendRead(true)
                 }
                 resumeData(stream)
@@ -773,6 +864,15 @@ final class H2Stream {
     var backendPaused = false
     var wantsPump = false
     var localStatus = 0
+    /// Set between the request's HEADERS and its start after the read.
+    var startPending = false
+    var waitsForEnd = false
+    var facts: ExchangeStateMachine.Request?
+    var endStreamSeen = false
+    /// The content-length body's last byte, held until END_STREAM.
+    var heldByte: UInt8?
+    /// Body bytes that arrived before the start.
+    var pendingBody: OpaquePointer?
     /// The Sec-WebSocket-Key sent upstream for an RFC 8441 WebSocket.
     var webSocketKey: WebSocketKey?
     /// Gatehouse answered it itself or reset it: what still arrives is dropped.
@@ -810,6 +910,12 @@ final class H2Stream {
         backendPaused = false
         wantsPump = false
         localStatus = 0
+        startPending = false
+        waitsForEnd = false
+        facts = nil
+        endStreamSeen = false
+        heldByte = nil
+        if let pendingBody { evbuffer_drain(pendingBody, pendingBody.evLength) }
         answered = false
         webSocketKey = nil
         record = nil
@@ -831,7 +937,17 @@ final class H2Stream {
         return made
     }
 
-    deinit { responseBody.map { evbuffer_free($0) } }
+    deinit {
+        responseBody.map { evbuffer_free($0) }
+        pendingBody.map { evbuffer_free($0) }
+    }
+
+    func makePendingBody() -> OpaquePointer {
+        if let pendingBody { return pendingBody }
+        let buffer = evbuffer_new()!
+        pendingBody = buffer
+        return buffer
+    }
 
     func deadline(_ t: TimeoutSettings) -> Double {
         if let machine { return machine.deadline(t) }

