@@ -72,9 +72,9 @@ enum Callbacks {
 
 }
 
-/// The C edge of the HTTP/2 codec: every libnghttp2 callback. The session's
-/// user data is its H2Connection, unretained: nghttp2 calls back only from
-/// inside our own calls into it, while the connection is alive.
+/// The C edge of the HTTP/2 codec: every libnghttp2 callback, turned into
+/// Swift values for the session's H2Connection (its user data, unretained:
+/// nghttp2 calls back only from inside our own calls into it).
 enum H2Callbacks {
     static func install(on callbacks: OpaquePointer) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, beginHeaders)
@@ -86,53 +86,70 @@ enum H2Callbacks {
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, frameSent)
     }
 
-    private static func connection(_ userData: UnsafeMutableRawPointer?) -> H2Connection {
+    private static func owner(_ userData: UnsafeMutableRawPointer?) -> H2Connection {
         Unmanaged<H2Connection>.fromOpaque(userData!).takeUnretainedValue()
     }
 
+    private static func isHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Bool {
+        frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue)
+    }
+
     private static let beginHeaders: nghttp2_on_begin_headers_callback = { _, frame, userData in
-        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
-        connection(userData).beginHeaders(frame.pointee.hd.stream_id, category: frame.pointee.headers.cat)
+        guard let frame, isHeaders(frame) else { return 0 }
+        owner(userData).beginHeaders(frame.pointee.hd.stream_id, trailers: frame.pointee.headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0
     }
 
     private static let header: nghttp2_on_header_callback = { _, frame, name, nameLength, value, valueLength, _, userData in
-        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
-        connection(userData).header(frame.pointee.hd.stream_id, name: UnsafeRawBufferPointer(start: name, count: nameLength),
-                                    value: UnsafeRawBufferPointer(start: value, count: valueLength))
+        guard let frame, isHeaders(frame) else { return 0 }
+        owner(userData).header(frame.pointee.hd.stream_id, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                               value: UnsafeRawBufferPointer(start: value, count: valueLength))
         return 0
     }
 
+    /// A complete header block, or the END_STREAM of a DATA frame.
     private static let frameReceived: nghttp2_on_frame_recv_callback = { _, frame, userData in
         guard let frame else { return 0 }
-        connection(userData).frameReceived(frame)
+        let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch UInt32(frame.pointee.hd.type) {
+        case NGHTTP2_HEADERS.rawValue: owner(userData).headersReceived(frame.pointee.hd.stream_id, endStream: endStream)
+        case NGHTTP2_DATA.rawValue where endStream: owner(userData).bodyEnded(frame.pointee.hd.stream_id)
+        default: break
+        }
         return 0
     }
 
     private static let dataChunk: nghttp2_on_data_chunk_recv_callback = { _, _, streamID, data, length, userData in
-        connection(userData).dataReceived(streamID, UnsafeRawBufferPointer(start: data, count: length))
+        owner(userData).dataReceived(streamID, UnsafeRawBufferPointer(start: data, count: length))
         return 0
     }
 
     private static let streamClosed: nghttp2_on_stream_close_callback = { _, streamID, errorCode, userData in
-        connection(userData).streamClosed(streamID, errorCode: errorCode)
+        owner(userData).streamClosed(streamID, errorCode: errorCode)
         return 0
     }
 
     private static let invalidFrame: nghttp2_on_invalid_frame_recv_callback = { _, _, _, userData in
-        connection(userData).invalidFrame()
+        owner(userData).invalidFrame()
         return 0
     }
 
     private static let frameSent: nghttp2_on_frame_send_callback = { _, frame, userData in
-        guard let frame else { return 0 }
-        connection(userData).frameSent(frame)
+        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue) else { return 0 }
+        owner(userData).goawaySent(errorCode: frame.pointee.goaway.error_code)
         return 0
     }
 
     static let readBody: nghttp2_data_source_read_callback = { _, streamID, buffer, length, flags, _, userData in
         guard let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
-        return connection(userData).readResponseBody(streamID, into: UnsafeMutableRawBufferPointer(start: buffer, count: length),
-                                                     flags: &flags.pointee)
+        switch owner(userData).readResponseBody(streamID, into: UnsafeMutableRawBufferPointer(start: buffer, count: length)) {
+        case .bytes(let n):
+            return n
+        case .deferred:
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        case .end(let n):
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return n
+        }
     }
 }

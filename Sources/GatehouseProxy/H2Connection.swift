@@ -1,5 +1,4 @@
 import CLibevent
-import CNghttp2
 import GatehouseConfig
 import GatehouseHTTP
 import GatehouseLog
@@ -15,7 +14,7 @@ final class H2Connection: ExchangeOwner {
     /// Outlives every connection on it.
     private unowned(unsafe) let worker: Worker
     private let runtime: ProxyRuntime
-    private let session: OpaquePointer
+    private var session: H2Session!
     private var streams: [Int32: H2Stream] = [:]
     private var goawaySent = false
     private var terminated = false
@@ -37,7 +36,6 @@ final class H2Connection: ExchangeOwner {
     static let connectionWindow: Int32 = 1 << 20
     /// Reusable header block for responses.
     private var block = H2FieldBlock()
-    private var nva: [nghttp2_nv] = []
     /// Counts of what costs us and not the client (MadeYouReset,
     /// CVE-2025-8671; Rapid Reset, CVE-2023-44487): protocol errors and resets.
     private var glitches = GlitchCounter()
@@ -60,40 +58,13 @@ final class H2Connection: ExchangeOwner {
         worker = connection.worker
         runtime = connection.runtime
         idleSince = monotonicNow()
-        var callbacks: OpaquePointer?
-        guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { return nil }
-        defer { nghttp2_session_callbacks_del(callbacks) }
-        H2Callbacks.install(on: callbacks)
-        var option: OpaquePointer?
-        guard nghttp2_option_new(&option) == 0, let option else { return nil }
-        defer { nghttp2_option_del(option) }
-        // Window updates follow what the backend took, not what arrived.
-        nghttp2_option_set_no_auto_window_update(option, 1)
-        // RFC 9113 §8 message rules are Gatehouse's own (GatehouseHTTP's
-        // H2RequestBuilder, unit-tested and fuzzed): one place decides,
-        // counts and logs what is refused.
-        nghttp2_option_set_no_http_messaging(option, 1)
-        // Rapid Reset: nghttp2's own token bucket on top of our counter.
-        nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)
-        nghttp2_option_set_max_settings(option, 32)
-        var made: OpaquePointer?
-        // The session's user data is set right after: `self` is complete then.
-        guard nghttp2_session_server_new2(&made, callbacks, nil, option) == 0, let made else { return nil }
+        let settings = H2Session.Settings(maxConcurrentStreams: Self.maxConcurrentStreams, initialWindowSize: Self.streamWindow,
+                                          maxHeaderListSize: UInt32(connection.runtime.limits.maxHeaderBytes),
+                                          connectionWindow: Self.connectionWindow)
+        guard let made = H2Session(owner: self, settings: settings) else { return nil }
         session = made
-        nghttp2_session_set_user_data(session, Unmanaged.passUnretained(self).toOpaque())
-        var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: Self.maxConcurrentStreams),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: Self.streamWindow),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
-                                   value: UInt32(connection.runtime.limits.maxHeaderBytes)),
-            // RFC 8441 §3: WebSockets over HTTP/2 (extended CONNECT).
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL.rawValue), value: 1),
-        ]
-        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
-        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Self.connectionWindow)
     }
 
-    deinit { nghttp2_session_del(session) }
 
     var activeStreams: Int { streams.count }
 
@@ -110,17 +81,16 @@ final class H2Connection: ExchangeOwner {
         idleSince = monotonicNow()
         while input.evLength > 0 {
             let bytes = Evbuffer.front(input, max: 16 * 1024)
-            let n = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
-            guard n >= 0 else {
+            switch session.receive(bytes) {
+            case .consumed(let n):
+                evbuffer_drain(input, n)
+            case .failed(let flood, let reason):
                 // Floods (SETTINGS, PING, RST_STREAM, CONTINUATION) are
                 // abuse, not mistakes: ENHANCE_YOUR_CALM (RFC 9113 §7).
-                let error = Int32(n)
-                abuse = error == NGHTTP2_ERR_FLOODED.rawValue || error == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue
-                    || error == NGHTTP2_ERR_TOO_MANY_SETTINGS.rawValue
-                Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) closed: \(String(cString: nghttp2_strerror(error)))")
+                abuse = flood
+                Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) closed: \(reason)")
                 return false
             }
-            evbuffer_drain(input, n)
         }
         startPending()
         return !glitches.exceeded
@@ -129,18 +99,11 @@ final class H2Connection: ExchangeOwner {
     /// Moves what nghttp2 has to send into the transport's output; stops at
     /// the high watermark (the flush makes room and asks again).
     func produce(into output: OpaquePointer) -> Bool {
-        while output.evLength < ProxyBuffers.writeHighWater {
-            var data: UnsafePointer<UInt8>?
-            let n = nghttp2_session_mem_send(session, &data)
-            if n < 0 { return false }
-            guard n > 0, let data else { break }
-            evbuffer_add(output, data, n)
-        }
-        return true
+        session.send(into: output, limit: ProxyBuffers.writeHighWater)
     }
 
     /// Neither side has anything more to say (after GOAWAY, or an error).
-    var finished: Bool { nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
+    var finished: Bool { session.finished }
 
     /// GOAWAY went out and no stream is left.
     var closable: Bool { goawaySent && streams.isEmpty }
@@ -152,9 +115,7 @@ final class H2Connection: ExchangeOwner {
         terminated = true
         let calm = glitches.exceeded || abuse
         if calm { worker.stats.add(.http2Calm) }
-        let code = calm ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR
-        // A no-op when nghttp2 already ended the session on its own error.
-        nghttp2_session_terminate_session(session, code.rawValue)
+        session.terminate(calm ? .enhanceYourCalm : .protocolError)
         for stream in streams.values {
             stream.exchange?.end(returningTo: nil)
             stream.exchange = nil
@@ -169,8 +130,7 @@ final class H2Connection: ExchangeOwner {
     func drain() {
         guard !goawaySent else { return }
         goawaySent = true
-        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
-                              NGHTTP2_NO_ERROR.rawValue, nil, 0)
+        session.goaway()
     }
 
     /// The connection is closing: every exchange's backend is dropped.
@@ -205,7 +165,7 @@ final class H2Connection: ExchangeOwner {
             } else if now >= stream.deadline(t) {
                 // Headers that never end, a body nobody reads (a zero window):
                 // reset, never ended as if complete.
-                reset(stream, NGHTTP2_CANCEL)
+                reset(stream, .cancel)
             }
         }
         return false
@@ -213,8 +173,8 @@ final class H2Connection: ExchangeOwner {
 
     // MARK: - Events from nghttp2 (through H2Callbacks)
 
-    func beginHeaders(_ streamID: Int32, category: nghttp2_headers_category) {
-        if category == NGHTTP2_HCAT_REQUEST {
+    func beginHeaders(_ streamID: Int32, trailers: Bool) {
+        if !trailers {
             let stream: H2Stream
             if let spare = spareStreams.popLast() {
                 spare.reuse(id: streamID, now: monotonicNow())
@@ -241,37 +201,32 @@ final class H2Connection: ExchangeOwner {
         return stream
     }
 
-    /// A complete header block, DATA with END_STREAM, or a connection-level frame.
-    func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) {
-        let type = UInt32(frame.pointee.hd.type)
-        let streamID = frame.pointee.hd.stream_id
-        let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-        switch type {
-        case NGHTTP2_HEADERS.rawValue:
-            guard let stream = lookup(streamID) else { return }
-            if stream.requestStarted {
-                // Trailers (RFC 9113 §8.1): validated, then dropped.
-                if stream.builder.finishTrailers(endStream: endStream) != nil { return refuseMalformed(stream) }
-                if endStream { requestBodyEnded(stream) }
-            } else {
-                startRequest(stream, endStream: endStream)
-            }
-        case NGHTTP2_DATA.rawValue:
-            if endStream, let stream = lookup(streamID) { requestBodyEnded(stream) }
-        default:
-            break
+    /// A complete header block: the request's, or its trailers.
+    func headersReceived(_ streamID: Int32, endStream: Bool) {
+        guard let stream = lookup(streamID) else { return }
+        if stream.requestStarted {
+            // Trailers (RFC 9113 §8.1): validated, then dropped.
+            if stream.builder.finishTrailers(endStream: endStream) != nil { return refuseMalformed(stream) }
+            if endStream { requestBodyEnded(stream) }
+        } else {
+            startRequest(stream, endStream: endStream)
         }
+    }
+
+    /// A DATA frame with END_STREAM.
+    func bodyEnded(_ streamID: Int32) {
+        if let stream = lookup(streamID) { requestBodyEnded(stream) }
     }
 
     func dataReceived(_ streamID: Int32, _ data: UnsafeRawBufferPointer) {
         guard let stream = lookup(streamID) else {
             // A stream we reset: its window still counts for the connection.
-            nghttp2_session_consume_connection(session, data.count)
+            session.consumeConnection(data.count)
             return
         }
         guard !stream.answered else {
             // Refused or answered locally: the rest of the body is read and dropped.
-            nghttp2_session_consume(session, streamID, data.count)
+            session.consume(streamID, data.count)
             return
         }
         stream.received += UInt64(data.count)
@@ -285,7 +240,7 @@ final class H2Connection: ExchangeOwner {
         stream.lastProgress = monotonicNow()
         guard let ex = stream.exchange else {
             // The exchange ended (its backend answered early): dropped too.
-            nghttp2_session_consume(session, streamID, data.count)
+            session.consume(streamID, data.count)
             return
         }
         stream.unconsumed += data.count
@@ -298,7 +253,7 @@ final class H2Connection: ExchangeOwner {
     /// took: at most a window per stream waits in Gatehouse.
     private func acknowledgeBody(_ stream: H2Stream, _ ex: Exchange) {
         guard stream.unconsumed > 0, ex.backendOutputLength <= ProxyBuffers.writeHighWater else { return }
-        nghttp2_session_consume(session, stream.id, stream.unconsumed)
+        session.consume(stream.id, stream.unconsumed)
         stream.unconsumed = 0
     }
 
@@ -307,7 +262,7 @@ final class H2Connection: ExchangeOwner {
         if recent === stream { recent = nil }
         if streams.isEmpty { idleSince = monotonicNow() }
         defer { if spareStreams.count < Self.maxSpareStreams { spareStreams.append(stream) } }
-        if errorCode != NGHTTP2_NO_ERROR.rawValue, stream.exchange != nil {
+        if errorCode != H2Session.ErrorCode.noError.rawValue, stream.exchange != nil {
             // Reset by the client while its exchange was in flight (Rapid
             // Reset opens and cancels streams in a loop).
             glitches.count(.clientReset, now: monotonicNow())
@@ -322,35 +277,27 @@ final class H2Connection: ExchangeOwner {
 
     func invalidFrame() { glitches.count(.protocolError, now: monotonicNow()) }
 
-    /// nghttp2 sent a frame: a GOAWAY with an error is logged (nghttp2 ends
-    /// some connections on its own, e.g. past SETTINGS_MAX_CONCURRENT_STREAMS).
-    func frameSent(_ frame: UnsafePointer<nghttp2_frame>) {
-        guard UInt32(frame.pointee.hd.type) == NGHTTP2_GOAWAY.rawValue else { return }
+    /// A GOAWAY went out: one with an error is logged (nghttp2 ends some
+    /// connections on its own, e.g. past SETTINGS_MAX_CONCURRENT_STREAMS).
+    func goawaySent(errorCode: UInt32) {
         goawaySent = true
-        let code = frame.pointee.goaway.error_code
-        guard code != NGHTTP2_NO_ERROR.rawValue else { return }
-        Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) ended: GOAWAY \(String(cString: nghttp2_http2_strerror(code)))")
+        guard errorCode != H2Session.ErrorCode.noError.rawValue else { return }
+        Self.protocolLog.write("HTTP/2 connection from \(String(decoding: self.connection.clientAddress, as: UTF8.self)) ended: GOAWAY \(H2Session.describe(errorCode: errorCode))")
     }
 
     /// nghttp2 asks for response body bytes for `streamID`.
-    func readResponseBody(_ streamID: Int32, into buffer: UnsafeMutableRawBufferPointer, flags: inout UInt32) -> Int {
-        guard let stream = lookup(streamID), let body = stream.responseBody else {
-            flags |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            return 0
-        }
+    func readResponseBody(_ streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.BodyChunk {
+        guard let stream = lookup(streamID), let body = stream.responseBody else { return .end(0) }
         let n = Int(evbuffer_remove(body, buffer.baseAddress, buffer.count))
         if n > 0 {
             stream.record?.bytesOut += UInt64(n)
             stream.lastProgress = monotonicNow()
             stream.machine?.progress(now: stream.lastProgress)
         }
-        if body.evLength == 0, stream.responseComplete {
-            flags |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            return max(n, 0)
-        }
+        if body.evLength == 0, stream.responseComplete { return .end(max(n, 0)) }
         if n <= 0 {
             stream.deferred = true
-            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            return .deferred
         }
         // Room again: a backend paused for this stream goes on.
         if stream.backendPaused, body.evLength <= Self.streamBufferLowWater, let ex = stream.exchange {
@@ -359,7 +306,7 @@ final class H2Connection: ExchangeOwner {
             ex.pauseBackendRead(false)
             stream.wantsPump = true
         }
-        return n
+        return .bytes(n)
     }
 
     /// After a turn of nghttp2 output: streams whose buffer drained pump their backend again.
@@ -688,31 +635,15 @@ final class H2Connection: ExchangeOwner {
     }
 
     /// Submits `block` on the stream: a final response (with or without a
-    /// body provider) or interim HEADERS.
+    /// body from `readResponseBody`) or interim HEADERS.
     private func submitHeaders(_ stream: H2Stream, final: Bool, withBody: Bool) {
-        block.arena.withUnsafeBytes { raw in
-            let base = UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
-            nva.removeAll(keepingCapacity: true)
-            for f in block.fields {
-                nva.append(nghttp2_nv(name: base + f.name.start, value: base + f.value.start,
-                                      namelen: f.name.count, valuelen: f.value.count,
-                                      flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
-            }
-            if !final {
-                nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, nil, nva, nva.count, nil)
-            } else if withBody {
-                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: H2Callbacks.readBody)
-                nghttp2_submit_response(session, stream.id, nva, nva.count, &provider)
-            } else {
-                nghttp2_submit_response(session, stream.id, nva, nva.count, nil)
-            }
-        }
+        session.submit(stream.id, block, withBody: withBody, interim: !final)
     }
 
     private func resumeData(_ stream: H2Stream) {
         guard stream.deferred else { return }
         stream.deferred = false
-        nghttp2_session_resume_data(session, stream.id)
+        session.resume(stream.id)
     }
 
     /// Runs an exchange event on the stream's machine and carries out its outcome.
@@ -732,7 +663,7 @@ final class H2Connection: ExchangeOwner {
             failStream(stream, status: status)
         case .abort:
             // RFC 9113 §8.1: a truncated response is a reset stream, never an END_STREAM.
-            reset(stream, NGHTTP2_INTERNAL_ERROR)
+            reset(stream, .internalError)
         case .finish(let reuse):
             stream.exchange?.end(returningTo: reuse ? worker.pool : nil)
             stream.exchange = nil
@@ -741,7 +672,7 @@ final class H2Connection: ExchangeOwner {
             stream.responseComplete = true
             resumeData(stream)
             if stream.unconsumed > 0 {
-                nghttp2_session_consume(session, stream.id, stream.unconsumed)
+                session.consume(stream.id, stream.unconsumed)
                 stream.unconsumed = 0
             }
         }
@@ -784,17 +715,17 @@ final class H2Connection: ExchangeOwner {
     private func refuseMalformed(_ stream: H2Stream) {
         worker.stats.add(.requestsRejected)
         glitches.count(.protocolError, now: monotonicNow())
-        reset(stream, NGHTTP2_PROTOCOL_ERROR)
+        reset(stream, .protocolError)
     }
 
-    private func reset(_ stream: H2Stream, _ code: nghttp2_error_code) {
+    private func reset(_ stream: H2Stream, _ code: H2Session.ErrorCode) {
         stream.answered = true
         stream.exchange?.end(returningTo: nil)
         stream.exchange = nil
         stream.machine = nil
         glitches.count(.serverReset, now: monotonicNow())
         worker.stats.add(.http2StreamsReset)
-        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code.rawValue)
+        session.reset(stream.id, code)
     }
 
     private func logRefused(_ stream: H2Stream, _ reason: StaticString) {
@@ -859,7 +790,7 @@ final class H2Stream {
     /// Decoded response body waiting for DATA frames.
     var responseBody: OpaquePointer?
     var responseComplete = false
-    /// nghttp2 was told to wait for more body (NGHTTP2_ERR_DEFERRED).
+    /// nghttp2 was told to wait for more body (`.deferred`).
     var deferred = false
     var backendPaused = false
     var wantsPump = false
