@@ -129,7 +129,8 @@ public enum ConfigLoader {
                        let domain = reuse(p.domains[old.index], id: domains.count, owners: &owners, &diag) {
                         domains.append(domain)
                         stamps.append(stamp)
-                    } else if let domain = parseDomain(file, id: domains.count, owners: &owners, &diag) {
+                    } else if let domain = parseDomain(file, id: domains.count, owners: &owners,
+                                                       mainWithoutACME: acmeTable ? nil : mainFile, &diag) {
                         domains.append(domain)
                         stamps.append(stamp)
                     }
@@ -138,12 +139,10 @@ public enum ConfigLoader {
                 diag.add(mainFile, "domains_dir", "\"\(domainsDirectory)\": \(message.text)")
             }
         }
-        // After the loop, so a domain file reused unchanged is checked against
-        // a main file that lost its [acme] table, too.
+        // A domain file reused unchanged was not parsed: the main file may
+        // have lost its [acme] table since.
         if !acmeTable {
-            for d in domains where d.acme {
-                diag.add(d.file, "acme", "needs an [acme] table in \(mainFile) (directory and storage)")
-            }
+            for d in domains where d.acme { diag.add(d.file, "acme", needsACMETable(mainFile)) }
         }
         let domainErrors = diag.errors.count > errorsBeforeDomains
         let names = NameIndex(domains: domains)
@@ -410,6 +409,10 @@ public enum ConfigLoader {
         return ACMESettings(directory: directory, contact: contact, storage: storage, trust: trust, challenges: challenges)
     }
 
+    static func needsACMETable(_ mainFile: String) -> String {
+        "needs an [acme] table in \(mainFile) (directory and storage)"
+    }
+
     // MARK: - Domain files
 
     /// An unchanged file's domain from the previous snapshot; its names are
@@ -433,8 +436,9 @@ public enum ConfigLoader {
     /// Returns nil when the file has any error (already recorded). `owners` maps every
     /// name declared so far to its file, including names from files that failed, so a
     /// duplicate is reported even when the other file also has unrelated errors.
+    /// `mainWithoutACME`: the main file, when it has no [acme] table.
     static func parseDomain(
-        _ file: String, id: Int, owners: inout [String: String], _ diag: inout Diagnostics
+        _ file: String, id: Int, owners: inout [String: String], mainWithoutACME: String? = nil, _ diag: inout Diagnostics
     ) -> DomainConfig? {
         let before = diag.errors.count
         guard let table = parse(file, &diag) else { return nil }
@@ -445,6 +449,7 @@ public enum ConfigLoader {
         section.rejectUnknownKeys(allowed: domainKeys, &diag)
 
         let acme = section.bool("acme", &diag) ?? false
+        if acme, let mainFile = mainWithoutACME { diag.add(file, "acme", needsACMETable(mainFile)) }
         var names: [String] = []
         if let raw = section.stringArray("names", required: true, &diag) {
             if raw.isEmpty { diag.add(file, "names", "must list at least one name") }

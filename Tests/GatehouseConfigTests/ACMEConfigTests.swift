@@ -200,6 +200,13 @@ let acmeErrorCases: [ErrorCase] = [
         #expect(errors.errors.map(\.key).sorted { ($0 ?? "") < ($1 ?? "") } == ["certificate", "key", "names"])
     }
 
+    @Test func missingTableReportedBesideOtherErrors() throws {
+        let (dir, result) = loadTree(main: Fixtures.main, domains: [("a.toml", acmeDomain + "tls_profile = \"old\"\n")])
+        guard case .failure(let errors) = result else { Issue.record("expected errors"); return }
+        #expect(errors.errors.map(\.key) == ["acme", "tls_profile"])
+        #expect(errors.errors.allSatisfy { $0.file == dir + "/domains.d/a.toml" })
+    }
+
     @Test func wildcardsStayAllowedWithoutACME() throws {
         let (_, result) = loadTree(main: acmeMain, domains: [("a.toml", Fixtures.domain.replacingFirst("\"example.com\"", "\"*.example.com\""))])
         #expect(try result.get().domains[0].names == ["*.example.com"])
