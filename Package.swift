@@ -69,7 +69,7 @@ let package = Package(
 
         .testTarget(name: "GatehouseHTTPTests", dependencies: ["GatehouseHTTP"]),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"]),
-        .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig"]),
+        .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig", "COpenSSL"]),
         .testTarget(name: "GatehouseProxyTests", dependencies: ["GatehouseProxy"]),
     ]
 )
