@@ -32,6 +32,11 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
         .target(name: "CShims", dependencies: ["COpenSSL", "CLibevent"]),
 
         // Pure logic.
@@ -48,7 +53,7 @@ let package = Package(
             dependencies: ["COpenSSL", "CShims", "GatehouseConfig", "GatehouseLog"]
         ),
         // RFC 8555 building blocks; no proxy code, no I/O but its storage files.
-        .target(name: "GatehouseACME", dependencies: ["COpenSSL"]),
+        .target(name: "GatehouseACME", dependencies: ["COpenSSL", "CCurl"]),
         .target(
             name: "GatehouseProxy",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CShims", "GatehouseHTTP", "GatehouseConfig", "GatehouseTLS", "GatehouseLog"],
