@@ -1,6 +1,6 @@
 # Shared by scripts/test and scripts/demo: `source scripts/lib.sh`.
 
-GATEHOUSE_APT_PACKAGES=(libevent-dev libssl-dev libnghttp2-dev libcurl4-openssl-dev openssl python3 python3-h2 nghttp2-client curl pkg-config systemd logrotate haproxy)
+GATEHOUSE_APT_PACKAGES=(libevent-dev libssl-dev libnghttp2-dev libcurl4-openssl-dev openssl python3 python3-h2 nghttp2-client curl pkg-config systemd logrotate haproxy pebble)
 
 gh_log() { printf '==> %s\n' "$*" >&2; }
 
