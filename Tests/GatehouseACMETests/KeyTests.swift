@@ -30,7 +30,7 @@ import Testing
         defer { scratch.remove() }
         let key = try PrivateKey.generateP256()
         let file = try scratch.write("k.pem", key.pem())
-        let der = try scratch.path + "/pub.der"
+        let der = scratch.path + "/pub.der"
         try openssl(["pkey", "-in", file, "-pubout", "-outform", "DER", "-out", der])
         let spki = try [UInt8](Data(contentsOf: URL(fileURLWithPath: der)))
         // SubjectPublicKeyInfo for P-256 ends in 04 || X || Y (RFC 5480 §2.2).

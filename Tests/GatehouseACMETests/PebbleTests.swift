@@ -39,7 +39,7 @@ final class Pebble {
                 """
             try scratch.write("pebble.json", Array(config.utf8))
             let log = d + "/pebble-\(port).log"
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Self.binary)
             process.arguments = ["-config", d + "/pebble.json"]
