@@ -47,6 +47,8 @@ let package = Package(
             name: "GatehouseTLS",
             dependencies: ["COpenSSL", "CShims", "GatehouseConfig", "GatehouseLog"]
         ),
+        // RFC 8555 building blocks; no proxy code, no I/O but its storage files.
+        .target(name: "GatehouseACME", dependencies: ["COpenSSL"]),
         .target(
             name: "GatehouseProxy",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CShims", "GatehouseHTTP", "GatehouseConfig", "GatehouseTLS", "GatehouseLog"],
@@ -69,7 +71,8 @@ let package = Package(
 
         .testTarget(name: "GatehouseHTTPTests", dependencies: ["GatehouseHTTP"]),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"]),
-        .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig"]),
+        .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig", "COpenSSL"]),
         .testTarget(name: "GatehouseProxyTests", dependencies: ["GatehouseProxy"]),
+        .testTarget(name: "GatehouseACMETests", dependencies: ["GatehouseACME", "COpenSSL"]),
     ]
 )

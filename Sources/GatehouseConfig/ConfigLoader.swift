@@ -98,6 +98,8 @@ public enum ConfigLoader {
                 }
             }
         }
+        let acmeTable = main.table["acme"] != nil
+        let acme = parseACME(main, listeners: listeners, &diag)
         if defaultDomain == nil, let l = listeners.first(where: { $0.sniFallbackProfile != nil }) {
             diag.add(mainFile, "listener", "sni_fallback_profile on \(l.address) needs [tls] default_domain (the domain served without SNI)")
         }
@@ -127,7 +129,8 @@ public enum ConfigLoader {
                        let domain = reuse(p.domains[old.index], id: domains.count, owners: &owners, &diag) {
                         domains.append(domain)
                         stamps.append(stamp)
-                    } else if let domain = parseDomain(file, id: domains.count, owners: &owners, &diag) {
+                    } else if let domain = parseDomain(file, id: domains.count, owners: &owners,
+                                                       mainWithoutACME: acmeTable ? nil : mainFile, &diag) {
                         domains.append(domain)
                         stamps.append(stamp)
                     }
@@ -135,6 +138,11 @@ public enum ConfigLoader {
             case .failure(let message):
                 diag.add(mainFile, "domains_dir", "\"\(domainsDirectory)\": \(message.text)")
             }
+        }
+        // A domain file reused unchanged was not parsed: the main file may
+        // have lost its [acme] table since.
+        if !acmeTable {
+            for d in domains where d.acme { diag.add(d.file, "acme", needsACMETable(mainFile)) }
         }
         let domainErrors = diag.errors.count > errorsBeforeDomains
         let names = NameIndex(domains: domains)
@@ -171,6 +179,7 @@ public enum ConfigLoader {
             metrics: metrics,
             accessLog: accessLog,
             privileges: privileges,
+            acme: acme,
             domains: domains,
             names: names)
         snapshot.domainStamps = stamps
@@ -180,12 +189,13 @@ public enum ConfigLoader {
     // MARK: - Main file
 
     static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log",
-                                          "user", "group", "allow_root"]
+                                          "user", "group", "allow_root", "acme"]
+    static let acmeKeys: Set<String> = ["directory", "contact", "storage", "trust", "challenges"]
     static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile", "proxy_protocol"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
         "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "max_body_bytes",
-        "accept_any_host", "upgrade_insecure_requests", "http2",
+        "accept_any_host", "upgrade_insecure_requests", "http2", "acme",
     ]
     static let knownProfiles = TLSProfileName.allCases.map(\.rawValue).joined(separator: ", ")
     /// Catches typos like `workers = 40000`; far above any real core count.
@@ -316,6 +326,93 @@ public enum ConfigLoader {
         return limits
     }
 
+    /// `[acme]`; nil when absent or invalid (errors recorded). The storage
+    /// directory is created here (0700) when missing, so `check` and every
+    /// reload prove it usable before anything depends on it.
+    static func parseACME(_ main: TOMLSection, listeners: [ListenerConfig], _ diag: inout Diagnostics) -> ACMESettings? {
+        guard let section = main.section("acme", &diag) else { return nil }
+        let file = main.file
+        let before = diag.errors.count
+        section.rejectUnknownKeys(allowed: acmeKeys, &diag)
+
+        var directory: String?
+        if let raw = section.string("directory", required: true, &diag) {
+            switch Syntax.acmeDirectory(raw) {
+            case .success(let url): directory = url
+            case .failure(let m): diag.add(file, "acme.directory", m.text)
+            }
+        }
+
+        var contact: [String] = []
+        for raw in section.stringOrArray("contact", &diag) ?? [] {
+            switch Syntax.acmeContact(raw) {
+            case .success(let c): contact.append(c)
+            case .failure(let m): diag.add(file, "acme.contact", m.text)
+            }
+        }
+
+        var storage: String?
+        if let raw = section.string("storage", required: true, &diag) {
+            if raw.isEmpty {
+                diag.add(file, "acme.storage", "must not be empty")
+            } else {
+                let path = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: file))
+                switch FileSystem.ensureWritableDirectory(path) {
+                case .success: storage = path
+                case .failure(let m): diag.add(file, "acme.storage", "\"\(path)\": \(m.text)")
+                }
+            }
+        }
+
+        var trust: String?
+        if let raw = section.string("trust", &diag) {
+            if raw.isEmpty {
+                diag.add(file, "acme.trust", "must not be empty")
+            } else {
+                let path = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: file))
+                switch FileSystem.readableFile(path) {
+                case .success: trust = path
+                case .failure(let m): diag.add(file, "acme.trust", "\"\(path)\": \(m.text)")
+                }
+            }
+        }
+
+        var challenges = ACMEChallengeType.allCases
+        if let raw = section.stringArray("challenges", &diag) {
+            let known = ACMEChallengeType.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            var parsed: [ACMEChallengeType] = []
+            for entry in raw {
+                if let c = ACMEChallengeType(rawValue: entry) {
+                    if parsed.contains(c) {
+                        diag.add(file, "acme.challenges", "\"\(entry)\" is listed twice")
+                    } else {
+                        parsed.append(c)
+                    }
+                } else {
+                    diag.add(file, "acme.challenges", "unknown challenge \"\(entry)\" (\(known))")
+                }
+            }
+            if raw.isEmpty {
+                diag.add(file, "acme.challenges", "must list at least one of \(known)")
+            } else if diag.errors.count == before {
+                challenges = parsed
+                // The CA connects to port 443 for tls-alpn-01 (RFC 8737 §3) and to
+                // port 80 for http-01 (RFC 8555 §8.3): one of them must be served.
+                if !listeners.isEmpty, !challenges.contains(where: { c in listeners.contains { $0.proto == c.listener } }) {
+                    let need = challenges.map { "\($0.rawValue) needs an \($0.listener.rawValue) listener" }.joined(separator: ", ")
+                    diag.add(file, "acme.challenges", "no listener can answer these challenges (\(need))")
+                }
+            }
+        }
+
+        guard diag.errors.count == before, let directory, let storage else { return nil }
+        return ACMESettings(directory: directory, contact: contact, storage: storage, trust: trust, challenges: challenges)
+    }
+
+    static func needsACMETable(_ mainFile: String) -> String {
+        "needs an [acme] table in \(mainFile) (directory and storage)"
+    }
+
     // MARK: - Domain files
 
     /// An unchanged file's domain from the previous snapshot; its names are
@@ -339,8 +436,9 @@ public enum ConfigLoader {
     /// Returns nil when the file has any error (already recorded). `owners` maps every
     /// name declared so far to its file, including names from files that failed, so a
     /// duplicate is reported even when the other file also has unrelated errors.
+    /// `mainWithoutACME`: the main file, when it has no [acme] table.
     static func parseDomain(
-        _ file: String, id: Int, owners: inout [String: String], _ diag: inout Diagnostics
+        _ file: String, id: Int, owners: inout [String: String], mainWithoutACME: String? = nil, _ diag: inout Diagnostics
     ) -> DomainConfig? {
         let before = diag.errors.count
         guard let table = parse(file, &diag) else { return nil }
@@ -350,6 +448,8 @@ public enum ConfigLoader {
         let section = TOMLSection(table: table, file: file, path: "")
         section.rejectUnknownKeys(allowed: domainKeys, &diag)
 
+        let acme = section.bool("acme", &diag) ?? false
+        if acme, let mainFile = mainWithoutACME { diag.add(file, "acme", needsACMETable(mainFile)) }
         var names: [String] = []
         if let raw = section.stringArray("names", required: true, &diag) {
             if raw.isEmpty { diag.add(file, "names", "must list at least one name") }
@@ -361,6 +461,10 @@ public enum ConfigLoader {
                 case .success(let name):
                     if !local.insert(name).inserted {
                         diag.add(file, "names", "\"\(name)\" is listed twice")
+                    } else if acme, name.hasPrefix("*.") {
+                        // http-01 and tls-alpn-01 prove control of one host name;
+                        // CAs issue wildcards only after dns-01.
+                        diag.add(file, "names", "\"\(name)\" is a wildcard, which acme = true cannot obtain (http-01 and tls-alpn-01 cannot prove one); list the host names")
                     } else if let other = owners[name] {
                         diag.add(file, "names", "\"\(name)\" is already configured in \(other)")
                     } else {
@@ -388,7 +492,14 @@ public enum ConfigLoader {
             return raw.map { FileSystem.absolute($0, relativeTo: directory) }
         }
         var pairs: [CertificatePair]?
-        if let certificates = paths("certificate"), let keys = paths("key") {
+        if acme {
+            // The certificate is Gatehouse's to obtain; a file named as well
+            // would leave it unclear which one is served.
+            for key in ["certificate", "key"] where section.table[key] != nil {
+                diag.add(file, key, "not allowed with acme = true (Gatehouse obtains the certificate and its key)")
+            }
+            pairs = []
+        } else if let certificates = paths("certificate"), let keys = paths("key") {
             if certificates.count == keys.count {
                 pairs = zip(certificates, keys).map { CertificatePair(certificate: $0, key: $1) }
             } else {
@@ -435,8 +546,7 @@ public enum ConfigLoader {
             return nil
         }
         return DomainConfig(
-            id: id, file: file, names: names, backend: backend,
-            certificate: pairs[0].certificate, key: pairs[0].key, moreCertificates: Array(pairs.dropFirst()),
+            id: id, file: file, names: names, backend: backend, certificates: pairs, acme: acme,
             tlsProfile: profile, redirectHTTP: redirectHTTP, hstsMaxAge: maxAge,
             hstsIncludeSubdomains: includeSubdomains, hstsPreload: preload, maxBodyBytes: maxBody,
             acceptAnyHost: acceptAnyHost, upgradeInsecureRequests: upgradeInsecure, http2: http2)

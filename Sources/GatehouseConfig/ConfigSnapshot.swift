@@ -18,6 +18,8 @@ public struct ConfigSnapshot: Sendable {
     public let accessLog: AccessLogSettings?
     /// `user` / `group` / `allow_root`: who the process runs as after binding.
     public let privileges: PrivilegeSettings
+    /// `[acme]`; nil: no domain may say `acme = true`.
+    public let acme: ACMESettings?
     /// Sorted by file name; `domains[i].id == i` so ids double as array indices.
     public let domains: [DomainConfig]
     /// Maps SNI / Host names to indices into `domains`.
@@ -38,9 +40,11 @@ public struct ConfigSnapshot: Sendable {
         metrics: MetricsSettings? = nil,
         accessLog: AccessLogSettings? = nil,
         privileges: PrivilegeSettings = PrivilegeSettings(),
+        acme: ACMESettings? = nil,
         domains: [DomainConfig],
         names: NameIndex
     ) {
+        self.acme = acme
         self.metrics = metrics
         self.accessLog = accessLog
         self.privileges = privileges
@@ -169,6 +173,48 @@ public struct AccessLogSettings: Sendable, Equatable {
     }
 }
 
+/// `[acme]`: where Gatehouse obtains certificates for the `acme = true` domains.
+public struct ACMESettings: Sendable, Equatable {
+    /// The CA's directory URL (RFC 8555 §7.1.1); always https.
+    public var directory: String
+    /// `contact`: mailto: URLs for the account (RFC 8555 §7.3); may be empty.
+    public var contact: [String]
+    /// Absolute path of the storage directory (account key, certificates,
+    /// challenge tokens, locks); shared by a fleet. Exists and is writable
+    /// once the loader returns.
+    public var storage: String
+    /// Absolute path of a PEM CA bundle for the ACME server's own certificate;
+    /// nil: the system's CAs.
+    public var trust: String?
+    /// Challenge types in order of preference; never empty, no duplicates.
+    public var challenges: [ACMEChallengeType]
+
+    public init(directory: String, contact: [String] = [], storage: String, trust: String? = nil,
+                challenges: [ACMEChallengeType] = ACMEChallengeType.allCases) {
+        self.directory = directory
+        self.contact = contact
+        self.storage = storage
+        self.trust = trust
+        self.challenges = challenges
+    }
+}
+
+/// The challenges Gatehouse can answer itself (no dns-01: it would need a DNS API).
+public enum ACMEChallengeType: String, Sendable, CaseIterable {
+    /// RFC 8737: a certificate on the https listeners for ALPN `acme-tls/1`.
+    case tlsALPN01 = "tls-alpn-01"
+    /// RFC 8555 §8.3: a token under /.well-known/acme-challenge/ on port 80.
+    case http01 = "http-01"
+
+    /// The listener protocol the CA's validation reaches.
+    public var listener: ListenerProtocol {
+        switch self {
+        case .tlsALPN01: .https
+        case .http01: .http
+        }
+    }
+}
+
 /// `[timeouts]`, all in seconds and strictly positive.
 public struct TimeoutSettings: Sendable, Equatable {
     public var handshake: Double = 10
@@ -281,8 +327,12 @@ public struct DomainConfig: Sendable, Equatable {
     public let backend: Backend
     /// Absolute paths, read by the TLS layer, not here. One or more pairs (an
     /// ECDSA and an RSA certificate, say); OpenSSL serves the best one the
-    /// client supports.
+    /// client supports. Empty exactly when `acme` is true: those certificates
+    /// come from ACME storage, and until there is one the domain's handshakes
+    /// fail.
     public let certificates: [CertificatePair]
+    /// `acme = true`: Gatehouse obtains and renews the certificate (`[acme]`).
+    public let acme: Bool
     public let tlsProfile: TLSProfileName
     public let redirectHTTP: Bool
     /// 0 disables HSTS.
@@ -302,10 +352,11 @@ public struct DomainConfig: Sendable, Equatable {
     public let hstsHeaderValue: String?
 
     public var primaryName: String { names[0] }
-    public var certificate: String { certificates[0].certificate }
-    public var key: String { certificates[0].key }
+    /// The first pair's files; nil for an ACME domain.
+    public var certificate: String? { certificates.first?.certificate }
+    public var key: String? { certificates.first?.key }
 
-    /// `hstsHeaderValue` is derived from the HSTS fields so it can never disagree with them.
+    /// A domain with certificate files of its own.
     public init(
         id: Int,
         file: String,
@@ -324,7 +375,35 @@ public struct DomainConfig: Sendable, Equatable {
         upgradeInsecureRequests: Bool = false,
         http2: Bool = true
     ) {
+        self.init(id: id, file: file, names: names, backend: backend,
+                  certificates: [CertificatePair(certificate: certificate, key: key)] + moreCertificates,
+                  acme: false, tlsProfile: tlsProfile, redirectHTTP: redirectHTTP, hstsMaxAge: hstsMaxAge,
+                  hstsIncludeSubdomains: hstsIncludeSubdomains, hstsPreload: hstsPreload, maxBodyBytes: maxBodyBytes,
+                  acceptAnyHost: acceptAnyHost, upgradeInsecureRequests: upgradeInsecureRequests, http2: http2)
+    }
+
+    /// `certificates` must be empty exactly when `acme` is true.
+    /// `hstsHeaderValue` is derived from the HSTS fields so it can never disagree with them.
+    public init(
+        id: Int,
+        file: String,
+        names: [String],
+        backend: Backend,
+        certificates: [CertificatePair],
+        acme: Bool,
+        tlsProfile: TLSProfileName = .modern,
+        redirectHTTP: Bool = true,
+        hstsMaxAge: Int = 31_536_000,
+        hstsIncludeSubdomains: Bool = false,
+        hstsPreload: Bool = false,
+        maxBodyBytes: UInt64? = nil,
+        acceptAnyHost: Bool = false,
+        upgradeInsecureRequests: Bool = false,
+        http2: Bool = true
+    ) {
         precondition(!names.isEmpty, "a domain needs at least one name")
+        precondition(certificates.isEmpty == acme, "an ACME domain has no certificate files, any other domain at least one")
+        self.acme = acme
         self.http2 = http2
         self.acceptAnyHost = acceptAnyHost
         self.upgradeInsecureRequests = upgradeInsecureRequests
@@ -332,7 +411,7 @@ public struct DomainConfig: Sendable, Equatable {
         self.file = file
         self.names = names
         self.backend = backend
-        self.certificates = [CertificatePair(certificate: certificate, key: key)] + moreCertificates
+        self.certificates = certificates
         self.tlsProfile = tlsProfile
         self.redirectHTTP = redirectHTTP
         self.hstsMaxAge = hstsMaxAge

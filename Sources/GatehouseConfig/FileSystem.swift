@@ -69,6 +69,42 @@ enum FileSystem {
         return .success(names)
     }
 
+    /// Creates `path` and any missing parents (0700: it will hold private
+    /// keys), then proves it writable by creating and removing a file, which
+    /// also catches read-only mounts and NFS root squashing that access(2)
+    /// cannot see.
+    static func ensureWritableDirectory(_ path: String) -> Result<Void, Message> {
+        var partial = ""
+        for part in path.split(separator: "/") {
+            partial += "/" + part
+            switch kind(partial) {
+            case .directory: continue
+            case .file, .other: return .failure(Message("cannot create directory: \"\(partial)\" is not a directory"))
+            case .missing:
+                if mkdir(partial, 0o700) != 0 && errno != EEXIST {
+                    return .failure(Message("cannot create directory \"\(partial)\": \(errorText())"))
+                }
+            }
+        }
+        guard kind(path) == .directory else { return .failure("not a directory") }
+        let probe = join(path, ".gatehouse-write-test.\(getpid())")
+        let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return .failure(Message("directory is not writable: \(errorText())")) }
+        close(fd)
+        unlink(probe)
+        return .success(())
+    }
+
+    /// A regular file this process can open for reading.
+    static func readableFile(_ path: String) -> Result<Void, Message> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(Message("cannot open: \(errorText())")) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return .failure("not a regular file") }
+        return .success(())
+    }
+
     static func errorText() -> String {
         String(cString: strerror(errno))
     }

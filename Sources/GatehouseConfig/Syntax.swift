@@ -51,6 +51,34 @@ enum Syntax {
         return nil
     }
 
+    /// An ACME directory URL (RFC 8555 §7.1.1): https only, since every
+    /// request carries the account's signed JWS and the CA's answers decide
+    /// what gets served; a host, no userinfo, whitespace or fragment.
+    static func acmeDirectory(_ raw: String) -> Result<String, Message> {
+        let usage = "invalid directory \"\(raw)\": expected an https URL such as \"https://acme-v02.api.letsencrypt.org/directory\""
+        guard raw.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }), !raw.contains("#") else { return .failure(Message(usage)) }
+        let scheme = "https://"
+        guard raw.lowercased().hasPrefix(scheme) else { return .failure(Message(usage)) }
+        let rest = raw.dropFirst(scheme.count)
+        let authority = rest.prefix { $0 != "/" && $0 != "?" }
+        guard !authority.isEmpty, !authority.contains("@"), !authority.hasPrefix(":") else { return .failure(Message(usage)) }
+        return .success(raw)
+    }
+
+    /// An account contact (RFC 8555 §7.3): one "mailto:" address. Let's
+    /// Encrypt refuses other schemes, several addresses in one URL and
+    /// header fields ("?"), so they are refused here, not at the first order.
+    static func acmeContact(_ raw: String) -> Result<String, Message> {
+        let usage = "invalid contact \"\(raw)\": expected \"mailto:someone@example.net\""
+        guard raw.hasPrefix("mailto:") else { return .failure(Message(usage)) }
+        let address = raw.dropFirst("mailto:".count)
+        let parts = address.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
+              address.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "?") })
+        else { return .failure(Message(usage)) }
+        return .success(raw)
+    }
+
     /// Listener address: "IPv4:port" or "[IPv6]:port", numeric only, because listeners
     /// bind at startup and must not depend on DNS. Returns the canonical host text.
     static func listenAddress(_ raw: String) -> Result<(host: String, port: UInt16), Message> {

@@ -31,6 +31,12 @@ enum RuntimeLoader {
         case .success(let k): keys = k
         case .failure(let f): return .failure(f)
         }
+        let pending = snapshot.domains.count(where: \.acme)
+        if pending > 0 {
+            // Said on every load: such a domain is never served until issuance lands.
+            Log.warning("acme: \(pending) domain\(pending == 1 ? "" : "s") with acme = true wait for a certificate; "
+                + "this version does not obtain certificates yet, so their handshakes fail (unrecognized_name)")
+        }
         do {
             let tls = try TLSServer(snapshot: snapshot, store: store, ticketKeys: keys)
             return .success(ProxyRuntime(snapshot: snapshot, tls: tls, previous: previous))

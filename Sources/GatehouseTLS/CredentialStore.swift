@@ -81,6 +81,9 @@ public final class CredentialStore: Sendable {
     /// The credentials to serve domain `id` with, loading them if needed.
     /// Empty when they cannot be loaded (the handshake is refused).
     public func credentials(for id: Int) -> [Credentials] {
+        // An ACME domain before its first certificate: nothing to load, and
+        // nothing to count as a load or a failure.
+        guard !domains[id].pairs.isEmpty else { return [] }
         let (cached, stale): ([Credentials]?, [Credentials]?) = state.withLock { s in
             switch s.slots[id] {
             case .loaded(let c, _, let isStale):
@@ -160,6 +163,7 @@ public final class CredentialStore: Sendable {
     public func preload(until cancelled: () -> Bool = { false }) {
         for id in 0 ..< min(domains.count, capacity) {
             if cancelled() { return }
+            if domains[id].pairs.isEmpty { continue }
             let needed = state.withLock { s -> Bool in
                 switch s.slots[id] {
                 case .unloaded: return true

@@ -33,6 +33,8 @@ public final class TLSServer: @unchecked Sendable {
         let profile: TLSProfileName
         /// `http2`: offer h2 in ALPN.
         let http2: Bool
+        /// False for an ACME domain still waiting for its first certificate.
+        let hasCertificates: Bool
     }
 
     /// `store` holds `snapshot`'s domains' certificates (a domain whose files
@@ -46,7 +48,7 @@ public final class TLSServer: @unchecked Sendable {
         domains.reserveCapacity(snapshot.domains.count)
         for d in snapshot.domains {
             domains.append(DomainEntry(file: d.file, sessionIDContext: try maker.make(name: d.primaryName, profile: d.tlsProfile),
-                                       profile: d.tlsProfile, http2: d.http2))
+                                       profile: d.tlsProfile, http2: d.http2, hasCertificates: !d.certificates.isEmpty))
         }
         self.domains = domains
         let defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
@@ -156,6 +158,9 @@ public final class TLSServer: @unchecked Sendable {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
+        // An ACME domain without a certificate yet is, to TLS clients, a name
+        // not served here (RFC 6066 §3), not a broken one.
+        guard domain.hasCertificates else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         // A listener's SNI fallback profile applies only to clients that sent no
         // name at all; every name keeps its own domain's profile.
         var profileName = domain.profile

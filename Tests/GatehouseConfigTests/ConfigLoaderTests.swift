@@ -208,8 +208,8 @@ import Testing
         try #require(snap.domains.count == 1)
         let d = snap.domains[0]
         #expect(d.names == ["example.com", "www.example.com", "*.example.com"])
-        #expect(d.certificate.hasPrefix("/etc/letsencrypt/"))
-        #expect(d.key.hasPrefix("/etc/letsencrypt/"))
+        #expect(d.certificate?.hasPrefix("/etc/letsencrypt/") == true)
+        #expect(d.key?.hasPrefix("/etc/letsencrypt/") == true)
         #expect(d.maxBodyBytes == 10_485_760)
     }
 

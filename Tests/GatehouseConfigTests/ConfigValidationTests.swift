@@ -153,6 +153,25 @@ let errorCases: [ErrorCase] = [
              key: "limits.max_connections_per_client", "between 0 and"),
 ]
 
+/// Loads `c`'s tree and expects an error naming its file, key and fragment.
+func expectError(_ c: ErrorCase) {
+    let (dir, result) = loadTree(main: c.main, domains: c.domains, createDomainsDir: c.createDomainsDir)
+    guard case .failure(let errors) = result else {
+        Issue.record("\(c.label): expected an error")
+        return
+    }
+    let path = c.file == "gatehouse.toml" ? dir + "/gatehouse.toml" : dir + "/domains.d/" + c.file
+    let match = errors.errors.first { e in
+        e.file == path && e.key == c.key && e.description.contains(c.fragment)
+            && e.description.contains(c.file) && (c.key.map { e.description.contains($0) } ?? true)
+    }
+    #expect(match != nil, "\(c.label): got\n\(errors.description)")
+    if c.key == nil {
+        // Syntax errors carry the parser's position instead of a key.
+        #expect(match?.line != nil && match?.column != nil)
+    }
+}
+
 extension String {
     func replacingFirst(_ target: String, _ replacement: String) -> String {
         guard let r = range(of: target) else { return self }
@@ -165,21 +184,7 @@ extension String {
 @Suite struct ConfigValidationTests {
     @Test(arguments: errorCases)
     func reportsError(_ c: ErrorCase) throws {
-        let (dir, result) = loadTree(main: c.main, domains: c.domains, createDomainsDir: c.createDomainsDir)
-        guard case .failure(let errors) = result else {
-            Issue.record("\(c.label): expected an error")
-            return
-        }
-        let path = c.file == "gatehouse.toml" ? dir + "/gatehouse.toml" : dir + "/domains.d/" + c.file
-        let match = errors.errors.first { e in
-            e.file == path && e.key == c.key && e.description.contains(c.fragment)
-                && e.description.contains(c.file) && (c.key.map { e.description.contains($0) } ?? true)
-        }
-        #expect(match != nil, "\(c.label): got\n\(errors.description)")
-        if c.key == nil {
-            // Syntax errors carry the parser's position instead of a key.
-            #expect(match?.line != nil && match?.column != nil)
-        }
+        expectError(c)
     }
 
     @Test func duplicateNameAcrossFilesNamesBothFiles() throws {

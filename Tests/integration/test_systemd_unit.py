@@ -40,6 +40,8 @@ REQUIRED = {
     "ProtectSystem": "strict",
     "ReadWritePaths": "/var/log/gatehouse",
     "LogsDirectory": "gatehouse",
+    "StateDirectory": "gatehouse",
+    "StateDirectoryMode": "0700",
     "ProtectHome": "yes",
     "PrivateTmp": "yes",
     "PrivateDevices": "yes",
