@@ -245,7 +245,8 @@ public func writeRedirect<S: ByteSink>(host: UnsafeRawBufferPointer, httpsPort: 
 
 /// Gatehouse's own error/notice responses: a small text/plain body "<code> <reason>\n".
 public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPointer?, close: Bool,
-                                            upgradeInsecureRequests: Bool = false, into sink: inout S) {
+                                            upgradeInsecureRequests: Bool = false, retryAfter: UInt64? = nil,
+                                            into sink: inout S) {
     let reason = reasonPhrase(for: status)
     let code = UInt64(clamping: status)
     sink.write("HTTP/1.1 ")
@@ -256,6 +257,12 @@ public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPo
     sink.write(decimal: UInt64(errorBodyLength(status: status)))
     sink.write("\r\n")
     sink.writeSecurityFields(hsts: hsts, upgradeInsecureRequests: upgradeInsecureRequests)
+    if let retryAfter {
+        // RFC 9110 §10.2.3: delay-seconds.
+        sink.write("Retry-After: ")
+        sink.write(decimal: retryAfter)
+        sink.write("\r\n")
+    }
     if close { sink.write("Connection: close\r\n") }
     sink.write("\r\n")
     writeErrorBody(status: status, into: &sink)

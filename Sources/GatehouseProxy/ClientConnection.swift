@@ -281,6 +281,9 @@ final class ClientConnection: ExchangeOwner {
         case .notRedirected:
             noteACMELookalike(head, bytes, path)
             return finishLocal(head, status: 404, close: false)
+        case .pendingCertificate:
+            noteACMELookalike(head, bytes, path)
+            return finishLocal(head, status: 503, close: false, retryAfter: Self.pendingRetryAfter)
         case .redirect:
             // The router redirects only a Host some domain claims.
             guard let hostName else { return finishLocal(head, status: 404, close: true) }
@@ -348,12 +351,16 @@ final class ClientConnection: ExchangeOwner {
 
     /// Answers a request Gatehouse handles itself; the body (if any) is not
     /// read, so such answers close the connection when one was sent.
-    private func finishLocal(_ head: RequestHead, status: Int, close: Bool) {
+    private func finishLocal(_ head: RequestHead, status: Int, close: Bool, retryAfter: UInt64? = nil) {
         evbuffer_drain(input, head.headLength)
         request?.parser.reset()
         let hasBody = head.framing != .none
-        respondLocally(status: status, close: close || hasBody || !head.keepAlive, unreadBody: hasBody)
+        respondLocally(status: status, close: close || hasBody || !head.keepAlive, unreadBody: hasBody, retryAfter: retryAfter)
     }
+
+    /// Seconds a visitor of a domain waiting for its first certificate is
+    /// asked to wait (an order usually completes within a minute).
+    static let pendingRetryAfter: UInt64 = 60
 
     /// A path under the ACME prefix that is not a token was answered as an
     /// ordinary path: counted, since nothing legitimate sends one.
@@ -644,12 +651,12 @@ final class ClientConnection: ExchangeOwner {
 
     /// Gatehouse's own response (an error, a refusal), for the request in
     /// progress: its exchange's backend (if any) is dropped first.
-    private func respondLocally(status: Int, close: Bool, unreadBody: Bool) {
+    private func respondLocally(status: Int, close: Bool, unreadBody: Bool, retryAfter: UInt64? = nil) {
         let end = machine.localResponse(close: close, unreadBody: unreadBody, now: monotonicNow())
-        writeLocalResponse(status: status, end: end)
+        writeLocalResponse(status: status, end: end, retryAfter: retryAfter)
     }
 
-    private func writeLocalResponse(status: Int, end: ConnectionStateMachine.End) {
+    private func writeLocalResponse(status: Int, end: ConnectionStateMachine.End, retryAfter: UInt64? = nil) {
         let route = listener.scheme == .https ? localRoute() : nil
         abortExchange()
         worker.stats.countResponse(status: status)
@@ -658,7 +665,8 @@ final class ClientConnection: ExchangeOwner {
         Evbuffer.render(into: output) { sink in
             hsts.withOptionalBytes(enabled: true) { hsts in
                 writeErrorResponse(status: status, hsts: hsts, close: end != .keepAlive,
-                                   upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false, into: &sink)
+                                   upgradeInsecureRequests: route?.domain.upgradeInsecureRequests ?? false,
+                                   retryAfter: retryAfter, into: &sink)
             }
         }
         recordHead(status: status, since: before)

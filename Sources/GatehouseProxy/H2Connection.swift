@@ -52,6 +52,8 @@ final class H2Connection: ExchangeOwner {
     /// processed: a stream the same read resets (Rapid Reset) or contradicts
     /// (DATA beyond its content-length) never reaches a backend.
     private var pendingStarts: [H2Stream] = []
+    /// Some stream's buffer drained below the low watermark (see `pumpWaiting`).
+    private var pumpWanted = false
 
     init?(connection: ClientConnection) {
         self.connection = connection
@@ -305,12 +307,15 @@ final class H2Connection: ExchangeOwner {
             stream.machine?.clientBackpressure(false)
             ex.pauseBackendRead(false)
             stream.wantsPump = true
+            pumpWanted = true
         }
         return .bytes(n)
     }
 
     /// After a turn of nghttp2 output: streams whose buffer drained pump their backend again.
     func pumpWaiting() {
+        guard pumpWanted else { return }
+        pumpWanted = false
         for stream in Array(streams.values) where stream.wantsPump {
             stream.wantsPump = false
             if let ex = stream.exchange { pumpResponse(stream, ex) }
@@ -347,7 +352,8 @@ final class H2Connection: ExchangeOwner {
                 worker.stats.refused(refusal, "\(refusal.label): \(String(decoding: self.connection.clientAddress, as: UTF8.self)): HTTP/2 stream \(stream.id) for \(String(decoding: host.prefix(200), as: UTF8.self)): \(status)")
                 stream.localStatus = status
                 return nil
-            case .redirect, .notRedirected:
+            case .redirect, .notRedirected, .pendingCertificate:
+                // Plain-HTTP decisions; HTTP/2 runs over TLS only.
                 stream.localStatus = 404
                 return nil
             }

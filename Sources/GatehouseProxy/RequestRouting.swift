@@ -10,6 +10,10 @@ enum RoutingDecision: Equatable {
     case redirect(domain: Int)
     /// Plain HTTP for a domain with `redirect_http = false`: 404.
     case notRedirected
+    /// Plain HTTP for an `acme = true` domain still waiting for its first
+    /// certificate: 503 with Retry-After, not a redirect to an HTTPS whose
+    /// handshake would fail (README, Automatic certificates).
+    case pendingCertificate
     /// Gatehouse answers itself; the backend sees nothing.
     case refuse(Refusal)
 }
@@ -72,6 +76,8 @@ struct RequestRouter {
         case .http:
             guard let domain = hostDomain else { return .refuse(.unknownHost) }
             if Self.acmeChallenge(path) == .token { return .forward(domain: domain) }
+            // Until the ACME client installs certificates, every ACME domain waits.
+            if domains[domain].acme { return .pendingCertificate }
             return domains[domain].redirectHTTP ? .redirect(domain: domain) : .notRedirected
         }
     }

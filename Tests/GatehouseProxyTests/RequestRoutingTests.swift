@@ -57,6 +57,22 @@ import GatehouseHTTP
         #expect(route(.http, nil, "a.test", "/.well-known/acme-challenge/../admin") == .redirect(domain: 0))
     }
 
+    @Test func anACMEDomainWaitingForItsCertificateIs503OnPlainHTTPButGetsItsTokens() {
+        let pending = DomainConfig(id: 0, file: "/d/p.toml", names: ["pending.test"],
+                                   backend: .tcp(host: "127.0.0.1", port: 8000), certificates: [], acme: true)
+        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending])
+        func http(_ path: String) -> RoutingDecision {
+            var host = "pending.test", path = path
+            return host.withUTF8 { h in
+                path.withUTF8 { p in
+                    router.route(scheme: .http, handshakeDomain: nil, host: UnsafeRawBufferPointer(h), path: UnsafeRawBufferPointer(p))
+                }
+            }
+        }
+        #expect(http("/page") == .pendingCertificate, "not a redirect to an HTTPS that fails")
+        #expect(http("/.well-known/acme-challenge/tok") == .forward(domain: 0))
+    }
+
     @Test func acmeTokens() {
         func kind(_ s: String) -> RequestRouter.ACMEPath {
             var s = s

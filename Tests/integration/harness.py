@@ -563,7 +563,23 @@ class Response:
         return "%d %s %r body=%r" % (self.status, self.reason, self.headers, self.body[:300])
 
 
-class HTTPClient:
+class SocketClient:
+    """A client around one socket (`self.sock`): closed once, usable in `with`."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class HTTPClient(SocketClient):
     """HTTP/1.1 over one socket (plain or TLS), bytes exactly as given.
 
         c = HTTPClient.tls(port, "a.test")
@@ -583,18 +599,6 @@ class HTTPClient:
     @classmethod
     def tls(cls, port, sni, **kw):
         return cls(tls_connect(port, sni, **kw))
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def send(self, data):
         self.sock.sendall(data)

@@ -200,12 +200,10 @@ class PendingACMEDomainTests(GatehouseCase):
         self.assertEqual(r.status, 200, r.summary())
         self.assertEqual(r.body, b"acme:tok")
 
-    @unittest.expectedFailure
     def test_port80_while_pending_is_503_with_retry_after(self):
         # Decided (README, Automatic certificates): a visitor on port 80 gets
         # 503 + Retry-After until the first certificate, not a redirect to an
-        # HTTPS that fails. Not built yet: it needs a routing decision the
-        # connection code answers (ClientConnection, H2Connection).
+        # HTTPS that fails.
         r = http_get(self.http, "pending.test", "/page")
         self.assertGatehouseError(r, 503)
         self.assertTrue(r.get("retry-after", "").isdigit(), r.summary())

@@ -6,10 +6,9 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 
 from harness import REPO, GatehouseCase, free_port, https_get, tls_connect, peer_info
-from test_metrics import parse_prometheus
+from test_metrics import scrape
 
 N = 300
 CACHE = 40
@@ -45,8 +44,7 @@ class FleetTests(GatehouseCase):
         cls.startup = time.monotonic() - started
 
     def metrics(self):
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-            return parse_prometheus(r.read().decode())
+        return scrape(self.metrics_port)
 
     def test_every_name_served_with_its_own_certificate_cache_bounded(self):
         names = [n for n in self.names if n not in BROKEN]

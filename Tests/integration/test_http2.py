@@ -18,14 +18,15 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from harness import GatehouseCase, MiB, KiB, ca, client_context, curl, pattern_bytes, sha256, free_port
+from harness import GatehouseCase, MiB, KiB, SocketClient, ca, client_context, curl, pattern_bytes, sha256, free_port
+from h2wire import Wire
 
 
 def marker():
     return "/probe-" + uuid.uuid4().hex
 
 
-class H2Client:
+class H2Client(SocketClient):
     """One TLS connection speaking HTTP/2 through the h2 library. `validate=False`
     lets tests send what a well-behaved client never would."""
 
@@ -44,18 +45,6 @@ class H2Client:
         self.responses = {}
         self.terminated = None
         self.closed = False
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -136,90 +125,6 @@ class H2Client:
     def get(self, path, authority, **kw):
         sid = self.request("GET", path, authority, **kw)
         return self.wait([sid])[0]
-
-
-class RawH2:
-    """HTTP/2 frames by hand (hpack + hyperframe, which python3-h2 brings): for what
-    the h2 library refuses to do, such as reading a stream's response after GOAWAY."""
-
-    def __init__(self, port, sni, timeout=15):
-        import hpack
-        ctx = client_context()
-        ctx.set_alpn_protocols(["h2"])
-        self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout), server_hostname=sni)
-        self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
-        self.buf = b""
-        self.frames = []
-        self.closed = False
-        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + self.frame(0x4, 0, 0, b""))
-
-    @staticmethod
-    def frame(ftype, flags, sid, payload):
-        return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
-
-    def headers(self, sid, fields, end_stream=True):
-        self.sock.sendall(self.frame(0x1, 0x4 | (0x1 if end_stream else 0), sid, self.encoder.encode(fields)))
-
-    def data(self, sid, payload, end_stream=False):
-        self.sock.sendall(self.frame(0x0, 0x1 if end_stream else 0, sid, payload))
-
-    def settings(self):
-        """The server's SETTINGS as {id: value}."""
-        out = {}
-        for (t, f, _, p) in self.frames:
-            if t == 0x4 and not f & 0x1:
-                for i in range(0, len(p), 6):
-                    out[int.from_bytes(p[i:i + 2], "big")] = int.from_bytes(p[i + 2:i + 6], "big")
-        return out
-
-    def rst(self, sid, code=0x8):
-        self.sock.sendall(self.frame(0x3, 0, sid, code.to_bytes(4, "big")))
-
-    def read(self, until, timeout=15):
-        """Reads frames (type, flags, stream id, payload) until `until(self)` or the peer closes."""
-        deadline = time.time() + timeout
-        while not until(self) and not self.closed and time.time() < deadline:
-            try:
-                data = self.sock.recv(65536)
-            except (ssl.SSLError, OSError):
-                data = b""
-            if not data:
-                self.closed = True
-                break
-            self.buf += data
-            while len(self.buf) >= 9:
-                n = int.from_bytes(self.buf[:3], "big")
-                if len(self.buf) < 9 + n:
-                    break
-                ftype, flags, sid = self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
-                payload = self.buf[9:9 + n]
-                self.buf = self.buf[9 + n:]
-                if ftype == 0x4 and not flags & 0x1:
-                    self.sock.sendall(self.frame(0x4, 0x1, 0, b""))
-                if ftype == 0x1:
-                    payload = self.decoder.decode(payload)
-                self.frames.append((ftype, flags, sid, payload))
-
-    def goaway(self):
-        return [int.from_bytes(p[:4], "big") & 0x7FFFFFFF for (t, _, _, p) in self.frames if t == 0x7]
-
-    def goaway_codes(self):
-        return [int.from_bytes(p[4:8], "big") for (t, _, _, p) in self.frames if t == 0x7]
-
-    def body(self, sid):
-        return b"".join(p for (t, _, s, p) in self.frames if t == 0x0 and s == sid)
-
-    def ended(self, sid):
-        return any(s == sid and t in (0x0, 0x1) and f & 0x1 for (t, f, s, _) in self.frames)
-
-    def status(self, sid):
-        for (t, _, s, p) in self.frames:
-            if t == 0x1 and s == sid:
-                return int(dict(p)[":status"])
-        return None
-
-    def close(self):
-        self.sock.close()
 
 
 def header(resp, name):
@@ -408,19 +313,14 @@ class StreamTests(HTTP2Case):
         self.assertEqual(len(header(r, "strict-transport-security")), 1)
 
     def test_metrics_count_requests_by_protocol(self):
-        from test_metrics import parse_prometheus
-        import urllib.request
-
-        def scrape():
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-                return parse_prometheus(r.read().decode())
-        before = scrape()
+        from test_metrics import scrape
+        before = scrape(self.metrics_port)
         with H2Client(self.port, "a.test") as c:
             c.wait([c.request("GET", "/echo", "a.test") for _ in range(5)])
             malformed = c.conn.get_next_available_stream_id()
         with H2Client(self.port, "a.test", validate=False) as c:
             c.get("/echo", "a.test", headers=[("connection", "close")])
-        after = scrape()
+        after = scrape(self.metrics_port)
 
         def delta(name, labels=""):
             return after.get((name, labels), 0) - before.get((name, labels), 0)
@@ -461,23 +361,21 @@ class DrainTests(HTTP2Case):
         env.start(timeouts={"drain": 20})
 
     def test_sigterm_sends_goaway_and_finishes_streams_in_flight(self):
-        c = RawH2(self.port, "a.test")
-        try:
+        with Wire(self.port, sni="a.test") as c:
             fields = [(":method", "GET"), (":scheme", "https"), (":authority", "a.test")]
             c.headers(1, fields + [(":path", "/sleep/1500")])
             c.headers(3, fields + [(":path", "/sleep/1500")])
-            c.read(lambda c: c.status(1) is None and False, timeout=0.3)
+            c.read(timeout=0.3)
             self.env.gatehouse.proc.send_signal(signal.SIGTERM)
-            c.read(lambda c: c.goaway(), timeout=5)
-            self.assertEqual(c.goaway(), [3], "GOAWAY names the last stream taken (RFC 9113 §6.8)")
+            c.read(lambda c: c.goaways(), timeout=5)
+            self.assertEqual([(last, code) for (last, code, _) in c.goaways()], [(3, 0)],
+                             "GOAWAY NO_ERROR names the last stream taken (RFC 9113 §6.8)")
             c.read(lambda c: c.closed, timeout=10)
             for sid in (1, 3):
                 self.assertEqual(c.status(sid), 200)
                 self.assertEqual(c.body(sid), b"slept 1500 ms\n", "stream %d finishes after GOAWAY" % sid)
                 self.assertTrue(c.ended(sid))
             self.assertTrue(c.closed, "the connection ends after its last stream")
-        finally:
-            c.close()
         self.env.gatehouse.proc.wait(timeout=10)
 
 
@@ -491,30 +389,27 @@ class WebSocketTests(HTTP2Case):
 
     def test_websocket_over_http2_becomes_an_http11_upgrade_and_a_tunnel(self):
         # RFC 8441: extended CONNECT on a stream; the backend sees a GET with Upgrade.
-        c = RawH2(self.port, "a.test")
-        try:
-            c.read(lambda c: 8 in c.settings(), timeout=5)
-            self.assertEqual(c.settings().get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        with Wire(self.port, sni="a.test") as c:
+            c.read(lambda c: 8 in c.server_settings(), timeout=5)
+            self.assertEqual(c.server_settings().get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
             c.headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
                           (":path", "/ws"), (":authority", "a.test"), ("sec-websocket-version", "13")],
                       end_stream=False)
             c.read(lambda c: c.status(1) is not None, timeout=5)
             self.assertEqual(c.status(1), 200)
-            fields = dict(next(p for (t, _, s, p) in c.frames if t == 0x1 and s == 1))
+            fields = dict(c.response_headers(1))
             self.assertNotIn("sec-websocket-accept", fields)
             self.assertNotIn("upgrade", fields)
-            c.data(1, b"hello over h2")
+            c.data(1, b"hello over h2", end_stream=False)
             c.read(lambda c: c.body(1) == b"hello over h2", timeout=5)
             self.assertEqual(c.body(1), b"hello over h2", "echoed through the tunnel")
-            c.data(1, b"close-from-backend")
+            c.data(1, b"close-from-backend", end_stream=False)
             c.read(lambda c: c.ended(1), timeout=5)
             self.assertTrue(c.ended(1), "the backend's close ends the stream")
             # The connection goes on.
             c.headers(3, [(":method", "GET"), (":scheme", "https"), (":path", "/echo"), (":authority", "a.test")])
             c.read(lambda c: c.ended(3), timeout=5)
             self.assertEqual(c.status(3), 200)
-        finally:
-            c.close()
         log = [r for r in self.A.request_log()["requests"] if "/ws" in r["line"]]
         self.assertEqual(len(log), 1, log)
         self.assertIn("GET /ws HTTP/1.1", log[0]["line"])

@@ -11,6 +11,12 @@ from harness import GatehouseCase, HTTPClient, free_port, https_get, s_client
 LEGACY = ["-cipher", "DEFAULT@SECLEVEL=0"]
 
 
+def scrape(port):
+    """The metrics endpoint's samples, parsed and checked by parse_prometheus."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        return parse_prometheus(r.read().decode())
+
+
 def parse_prometheus(text):
     """{(name, labels): value}; checks every sample line is well-formed and typed."""
     samples, types = {}, {}
@@ -157,8 +163,7 @@ class MetricsAcrossReloadTests(GatehouseCase):
         while "reloaded" not in self.env.gatehouse.stderr() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(https_get(self.port, "b.test", "/echo").status, 200)
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-            m = parse_prometheus(r.read().decode())
+        m = scrape(self.metrics_port)
         self.assertEqual(m[("gatehouse_domain_tls_handshakes_total", '{domain="a.test",version="TLSv1.3"}')], 3)
         self.assertEqual(m[("gatehouse_domain_tls_handshakes_total", '{domain="b.test",version="TLSv1.3"}')], 1)
         self.assertEqual(m[("gatehouse_reloads_total", '{result="success"}')], 1)

@@ -9,10 +9,9 @@ import re
 import subprocess
 import tempfile
 import time
-import urllib.request
 
 from harness import GatehouseCase, free_port
-from test_metrics import parse_prometheus
+from test_metrics import scrape
 
 REQUEST = b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
 
@@ -152,9 +151,7 @@ class HandshakeCostTests(GatehouseCase):
 
     def test_unloadable_certificate_fails_only_its_domain_with_handshake_failure(self):
         def failures():
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-                return parse_prometheus(r.read().decode())[("gatehouse_tls_handshake_failures_total",
-                                                            '{reason="other"}')]
+            return scrape(self.metrics_port)[("gatehouse_tls_handshake_failures_total", '{reason="other"}')]
         before = failures()
         for flag in ("-tls1_3", "-tls1_2"):
             with self.subTest(flag=flag):

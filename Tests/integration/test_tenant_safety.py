@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 
 from harness import GatehouseCase, HTTPClient, curl, free_port, http_get, recv_until_close
-from test_metrics import parse_prometheus
+from test_metrics import scrape
 
 
 def marker():
@@ -40,8 +40,7 @@ class TenantSafetyCase(GatehouseCase):
         self.assertFalse([l for l in lines if path in l], "the backend saw %s: %r" % (path, lines))
 
     def scrape(self):
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-            return parse_prometheus(r.read().decode())
+        return scrape(self.metrics_port)
 
     def refused(self, reason):
         return self.scrape().get(("gatehouse_requests_refused_total", '{reason="%s"}' % reason), 0)
