@@ -43,6 +43,12 @@ final class ClientConnection: ExchangeOwner {
     /// so responses that arrive together leave in one TLS record and write.
     private var flushEvent: OpaquePointer?
     private var flushScheduled = false
+    /// HTTP/2: when the client last took bytes (or nothing waited for it),
+    /// and how much waited after the last flush. Output that no byte of
+    /// leaves for `idle` seconds (a client that stopped reading its socket)
+    /// aborts the connection.
+    private var h2WriteProgress = 0.0
+    private var h2PendingAfterFlush = 0
 
     /// The exchange of the request in progress, while it has one.
     private var exchange: Exchange? {
@@ -192,12 +198,17 @@ final class ClientConnection: ExchangeOwner {
     /// Frames queued in this turn leave now, as few TLS records as fit; the
     /// connection closes once both sides are done (GOAWAY) or drained idle.
     private func flushHTTP2(_ h2: H2Connection) {
+        let now = monotonicNow()
+        // Bytes left since the last flush (the transport writes on EV_WRITE too).
+        if transport.outputLength < h2PendingAfterFlush { h2WriteProgress = now }
         while isOpen, transport.isOpen {
             transport.inputConsumed()
             h2.pumpWaiting()
             guard h2.produce(into: output) else { return close() }
             guard transport.outputLength > 0 else { break }
+            let before = transport.outputLength
             let report = transport.flush()
+            if transport.outputLength < before { h2WriteProgress = now }
             handle(report)
             // The socket is full: EV_WRITE brings us back.
             guard report.contains(.writable), transport.outputLength == 0 else { break }
@@ -206,8 +217,16 @@ final class ClientConnection: ExchangeOwner {
         if transport.isOpen, transport.outputLength == 0, h2.finished || h2.closable {
             return perform(machine.multiplexingEnded(now: monotonicNow()))
         }
-        let deadline = h2.deadline()
+        // Frames that cannot leave (the client stopped reading its socket)
+        // are timed by `idle`, whatever the streams wait for.
+        h2PendingAfterFlush = transport.outputLength
+        if h2PendingAfterFlush == 0 { h2WriteProgress = now }
+        let deadline = min(h2.deadline(), h2WriteStallDeadline)
         if deadline < armedDeadline { armTimer(at: deadline) }
+    }
+
+    private var h2WriteStallDeadline: Double {
+        h2PendingAfterFlush > 0 ? h2WriteProgress + runtime.snapshot.timeouts.idle : .infinity
     }
 
     // MARK: - Lifecycle: request head (the HTTP/1.1 codec)
@@ -781,8 +800,13 @@ final class ClientConnection: ExchangeOwner {
         guard isOpen else { return }
         armedDeadline = .infinity
         if let h2 {
+            let now = monotonicNow()
+            // A client that reads nothing for `idle` seconds: nothing polite can reach it.
+            if transport.outputLength > 0, transport.outputLength >= h2PendingAfterFlush, now >= h2WriteStallDeadline {
+                return close()
+            }
             // Per-stream timeouts, and the idle connection's: a polite GOAWAY.
-            if h2.timerFired(now: monotonicNow()) { h2.drain() }
+            if h2.timerFired(now: now) { h2.drain() }
             return flushOutput()
         }
         let phase = machine.phase

@@ -145,7 +145,8 @@ final class H2Connection: ExchangeOwner {
     func deadline() -> Double {
         let t = runtime.snapshot.timeouts
         var next = streams.isEmpty ? idleSince + t.idle : Double.infinity
-        for stream in streams.values {
+        // A reset stream waits only for its RST_STREAM to be written.
+        for stream in streams.values where !stream.resetSent {
             next = min(next, stream.deadline(t))
         }
         return next
@@ -155,7 +156,7 @@ final class H2Connection: ExchangeOwner {
     func timerFired(now: Double) -> Bool {
         let t = runtime.snapshot.timeouts
         if streams.isEmpty { return now >= idleSince + t.idle }
-        for stream in Array(streams.values) {
+        for stream in Array(streams.values) where !stream.resetSent {
             if var machine = stream.machine {
                 guard let outcome = machine.timerFired(now: now, t) else { continue }
                 stream.machine = machine
@@ -725,6 +726,8 @@ final class H2Connection: ExchangeOwner {
     }
 
     private func reset(_ stream: H2Stream, _ code: H2Session.ErrorCode) {
+        guard !stream.resetSent else { return }
+        stream.resetSent = true
         stream.answered = true
         stream.exchange?.end(returningTo: nil)
         stream.exchange = nil
@@ -814,6 +817,8 @@ final class H2Stream {
     var webSocketKey: WebSocketKey?
     /// Gatehouse answered it itself or reset it: what still arrives is dropped.
     var answered = false
+    /// RST_STREAM is queued: the stream only waits for nghttp2 to write it.
+    var resetSent = false
     /// Body bytes last moved either way (a stalled stream is reset after `idle`).
     var lastProgress: Double
     var record: AccessRecord?
@@ -854,6 +859,7 @@ final class H2Stream {
         heldByte = nil
         if let pendingBody { evbuffer_drain(pendingBody, pendingBody.evLength) }
         answered = false
+        resetSent = false
         webSocketKey = nil
         record = nil
     }

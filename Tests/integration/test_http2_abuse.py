@@ -819,6 +819,37 @@ class ZeroWindowTests(AbuseCase):
         cls.port = env.listener("https")
         env.start(timeouts={"idle": cls.IDLE, "request_header": cls.REQUEST_HEADER})
 
+    def test_client_that_stops_reading_its_socket_is_cut_off_without_spinning(self):
+        # Responses fill the socket and the client never reads: after `idle`
+        # seconds without a byte leaving, the connection is aborted, and the
+        # wait costs no CPU (a reset stream waits only for its RST to be written).
+        pid = self.env.gatehouse.proc.pid
+
+        def cpu_seconds():
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with Wire(self.port) as w:
+            w.settle()
+            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            w.send(b"".join(w.request(1 + 2 * i, "/bytes/%d" % (4 * MiB), send=False) for i in range(8)))
+            time.sleep(1.0)
+            before = cpu_seconds()
+            time.sleep(self.IDLE + 3)
+            spent = cpu_seconds() - before
+            note("client not reading its socket: %.2f s of CPU over %d s" % (spent, self.IDLE + 3))
+            self.assertLess(spent, 1.0, "the connection spins while its client does not read")
+            w.sock.settimeout(5)
+            closed = False
+            try:
+                while w.sock.recv(1 << 20):
+                    pass
+                closed = True
+            except (ssl.SSLError, OSError):
+                closed = True
+            self.assertTrue(closed, "the connection was not cut off")
+        self.assertHealthy(what="client not reading")
+
     def test_header_block_that_never_ends_is_dropped(self):
         # HEADERS + one CONTINUATION without END_HEADERS, then silence (a slow-headers client).
         path = marker()
