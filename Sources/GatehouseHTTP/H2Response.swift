@@ -56,10 +56,6 @@ public struct H2FieldBlock: Sendable {
             add(name, UnsafeRawBufferPointer(rebasing: raw[i...]))
         }
     }
-
-    public subscript(name field: Field) -> UnsafeRawBufferPointer.SubSequence {
-        arena.withUnsafeBytes { $0[field.name.start ..< field.name.end] }
-    }
 }
 
 /// The backend's HTTP/1.1 response head as an HTTP/2 header block (RFC 9113

@@ -68,8 +68,6 @@ final class H2Connection: ExchangeOwner {
     }
 
 
-    var activeStreams: Int { streams.count }
-
     // MARK: - Input and output
 
     /// Feeds what the transport read to nghttp2. False: the connection is
@@ -340,7 +338,6 @@ final class H2Connection: ExchangeOwner {
             request = r
         }
         beginRecord(stream, request)
-        let now = monotonicNow()
         let arena = stream.builder.arena
         let routeID: Int? = arena.withUnsafeBytes { bytes in
             let host = hostWithoutPort(bytes[span: request.authority])

@@ -459,6 +459,15 @@ class GatehouseCase(unittest.TestCase):
     def ca_pem(self):
         return self.env.ca.ca_pem
 
+    def backend_lines(self, app, needle=""):
+        """The request lines a backend logged that contain `needle`."""
+        return [r["line"] for r in app.request_log()["requests"] if needle in r["line"]]
+
+    def assertBackendNeverSaw(self, app, needle):
+        """Nothing `app` logged contains `needle` (a path no other test sends)."""
+        seen = self.backend_lines(app, needle)
+        self.assertFalse(seen, "the backend saw %s: %r" % (needle, seen[:5]))
+
     def assertNoHSTS(self, resp):
         self.assertEqual(resp.all("strict-transport-security"), [],
                          "plain-HTTP response must not carry Strict-Transport-Security")

@@ -131,13 +131,7 @@ def header(resp, name):
     return [v for (k, v) in resp["headers"] if k == name]
 
 
-class HTTP2Case(GatehouseCase):
-    def assertBackendNeverSaw(self, app, path):
-        lines = [r["line"] for r in app.request_log()["requests"]]
-        self.assertFalse([l for l in lines if path in l], "the backend saw %s: %r" % (path, lines))
-
-
-class ALPNTests(HTTP2Case):
+class ALPNTests(GatehouseCase):
     @classmethod
     def setUpEnv(cls, env):
         cls.A = env.backend("A")
@@ -187,7 +181,7 @@ class ALPNTests(HTTP2Case):
         self.assertEqual(json.loads(r.body)["version"], "HTTP/1.1", "the backend gets HTTP/1.1")
 
 
-class StreamTests(HTTP2Case):
+class StreamTests(GatehouseCase):
     @classmethod
     def setUpEnv(cls, env):
         cls.A = env.backend("A")
@@ -352,7 +346,7 @@ class StreamTests(HTTP2Case):
         self.assertEqual(entry["status"], 200)
 
 
-class DrainTests(HTTP2Case):
+class DrainTests(GatehouseCase):
     @classmethod
     def setUpEnv(cls, env):
         cls.A = env.backend("A")
@@ -379,7 +373,7 @@ class DrainTests(HTTP2Case):
         self.env.gatehouse.proc.wait(timeout=10)
 
 
-class WebSocketTests(HTTP2Case):
+class WebSocketTests(GatehouseCase):
     @classmethod
     def setUpEnv(cls, env):
         cls.A = env.backend("A")
@@ -416,7 +410,7 @@ class WebSocketTests(HTTP2Case):
         self.assertEqual(log[0].get("tunnel_bytes"), len(b"hello over h2"), "the app does not count its close command")
 
 
-class ReloadTests(HTTP2Case):
+class ReloadTests(GatehouseCase):
     @classmethod
     def setUpEnv(cls, env):
         cls.A = env.backend("A")

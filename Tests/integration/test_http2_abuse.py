@@ -60,13 +60,6 @@ class AbuseCase(GatehouseCase):
     """Shared checks. Subclasses set cls.port (the https listener) and cls.A (the
     backend of a.test, used for the health probe)."""
 
-    def backend_lines(self, app, needle=""):
-        return [r["line"] for r in app.request_log()["requests"] if needle in r["line"]]
-
-    def assertBackendNeverSaw(self, app, needle):
-        seen = self.backend_lines(app, needle)
-        self.assertFalse(seen, "the backend saw %s: %r" % (needle, seen[:5]))
-
     def gatehouse_tail(self, n=1500):
         return self.env.gatehouse.stderr()[-n:]
 

@@ -35,10 +35,6 @@ def raw_exchange(port, data, sni=None, timeout=5):
 
 
 class TenantSafetyCase(GatehouseCase):
-    def assertBackendNeverSaw(self, app, path):
-        lines = [r["line"] for r in app.request_log()["requests"]]
-        self.assertFalse([l for l in lines if path in l], "the backend saw %s: %r" % (path, lines))
-
     def scrape(self):
         return scrape(self.metrics_port)
 
