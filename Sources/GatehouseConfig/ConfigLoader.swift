@@ -351,31 +351,24 @@ public enum ConfigLoader {
             }
         }
 
-        var storage: String?
-        if let raw = section.string("storage", required: true, &diag) {
-            if raw.isEmpty {
-                diag.add(file, "acme.storage", "must not be empty")
-            } else {
-                let path = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: file))
-                switch FileSystem.ensureWritableDirectory(path) {
-                case .success: storage = path
-                case .failure(let m): diag.add(file, "acme.storage", "\"\(path)\": \(m.text)")
-                }
+        /// A path key, relative to this file, that `check` accepts; nil (and
+        /// an error naming the key) otherwise.
+        func path(_ key: String, required: Bool, _ check: (String) -> Result<Void, Message>) -> String? {
+            guard let raw = section.string(key, required: required, &diag) else { return nil }
+            guard !raw.isEmpty else {
+                diag.add(file, "acme.\(key)", "must not be empty")
+                return nil
+            }
+            let path = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: file))
+            switch check(path) {
+            case .success: return path
+            case .failure(let m):
+                diag.add(file, "acme.\(key)", "\"\(path)\": \(m.text)")
+                return nil
             }
         }
-
-        var trust: String?
-        if let raw = section.string("trust", &diag) {
-            if raw.isEmpty {
-                diag.add(file, "acme.trust", "must not be empty")
-            } else {
-                let path = FileSystem.absolute(raw, relativeTo: FileSystem.directory(of: file))
-                switch FileSystem.readableFile(path) {
-                case .success: trust = path
-                case .failure(let m): diag.add(file, "acme.trust", "\"\(path)\": \(m.text)")
-                }
-            }
-        }
+        let storage = path("storage", required: true, FileSystem.ensureWritableDirectory)
+        let trust = path("trust", required: false, FileSystem.readableFile)
 
         var challenges = ACMEChallengeType.allCases
         if let raw = section.stringArray("challenges", &diag) {
