@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "GatehouseHTTPTests", dependencies: ["GatehouseHTTP"]),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"]),
         .testTarget(name: "GatehouseTLSTests", dependencies: ["GatehouseTLS", "GatehouseConfig", "COpenSSL"]),
-        .testTarget(name: "GatehouseProxyTests", dependencies: ["GatehouseProxy"]),
+        .testTarget(name: "GatehouseProxyTests", dependencies: ["GatehouseProxy", "GatehouseTLS"]),
         .testTarget(name: "GatehouseACMETests", dependencies: ["GatehouseACME", "COpenSSL"]),
     ]
 )

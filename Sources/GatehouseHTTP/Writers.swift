@@ -243,6 +243,17 @@ public func writeRedirect<S: ByteSink>(host: UnsafeRawBufferPointer, httpsPort: 
     sink.write("\r\n")
 }
 
+/// RFC 8555 §8.3: the answer to an http-01 validation, the key
+/// authorization as the body (no body for HEAD, RFC 9110 §9.3.2).
+public func writeACMEChallengeAnswer<S: ByteSink>(_ keyAuthorization: [UInt8], head: Bool, keepAlive: Bool, into sink: inout S) {
+    sink.write("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ")
+    sink.write(decimal: UInt64(keyAuthorization.count))
+    sink.write("\r\n")
+    if !keepAlive { sink.write("Connection: close\r\n") }
+    sink.write("\r\n")
+    if !head { sink.write(keyAuthorization) }
+}
+
 /// Gatehouse's own error/notice responses: a small text/plain body "<code> <reason>\n".
 public func writeErrorResponse<S: ByteSink>(status: Int, hsts: UnsafeRawBufferPointer?, close: Bool,
                                             upgradeInsecureRequests: Bool = false, retryAfter: UInt64? = nil,

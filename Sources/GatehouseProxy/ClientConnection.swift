@@ -128,6 +128,11 @@ final class ClientConnection: ExchangeOwner {
             handshakeCompleted()
             // The first request is timed from here.
             machine.handshakeDone(now: monotonicNow())
+            if let ssl, TLSServer.isACMEValidation(ssl) {
+                // RFC 8737 §3: the handshake was the whole answer; no HTTP follows.
+                worker.stats.add(.acmeValidationHandshakes)
+                return execute(.close(linger: false))
+            }
             if let ssl, TLSServer.negotiatedHTTP2(ssl) { startHTTP2() }
         }
         if let h2 {
@@ -307,18 +312,14 @@ final class ClientConnection: ExchangeOwner {
             // The router redirects only a Host some domain claims.
             guard let hostName else { return finishLocal(head, status: 404, close: true) }
             noteACMELookalike(head, bytes, path)
-            // An unread body ends the connection (its bytes are not a request).
-            let end = machine.localResponse(close: hasBody || !head.keepAlive, unreadBody: hasBody, now: monotonicNow())
-            worker.stats.countResponse(status: 301)
-            let before = output.evLength
-            Evbuffer.render(into: output) { sink in
+            return finishAnswer(head, status: 301) { sink, end in
                 writeRedirect(host: hostName, httpsPort: listener.httpsPort, path: path, keepAlive: end == .keepAlive, into: &sink)
             }
-            recordHead(status: 301, since: before)
-            finishRecord()
-            evbuffer_drain(input, head.headLength)
-            request?.parser.reset()
-            return execute(end)
+        case .acmeAnswer(let keyAuthorization):
+            worker.stats.add(.acmeChallengesAnswered)
+            return finishAnswer(head, status: 200) { sink, end in
+                writeACMEChallengeAnswer(keyAuthorization, head: head.methodKind == .head, keepAlive: end == .keepAlive, into: &sink)
+            }
         }
 
         let route = runtime.routes[routeID]
@@ -366,6 +367,22 @@ final class ClientConnection: ExchangeOwner {
             Evbuffer.render(into: output) { writeContinue(into: &$0) }
         }
         pumpRequestBody()
+    }
+
+    /// A plain-HTTP answer Gatehouse renders itself (301, an http-01 token):
+    /// an unread body ends the connection (its bytes are not a request).
+    private func finishAnswer(_ head: RequestHead, status: Int,
+                              _ render: (inout ReservedSpaceSink, ConnectionStateMachine.End) -> Void) {
+        let hasBody = head.framing != .none
+        let end = machine.localResponse(close: hasBody || !head.keepAlive, unreadBody: hasBody, now: monotonicNow())
+        worker.stats.countResponse(status: status)
+        let before = output.evLength
+        Evbuffer.render(into: output) { render(&$0, end) }
+        recordHead(status: status, since: before)
+        finishRecord()
+        evbuffer_drain(input, head.headLength)
+        request?.parser.reset()
+        execute(end)
     }
 
     /// Answers a request Gatehouse handles itself; the body (if any) is not

@@ -350,7 +350,7 @@ final class H2Connection: ExchangeOwner {
                 worker.stats.refused(refusal, "\(refusal.label): \(String(decoding: self.connection.clientAddress, as: UTF8.self)): HTTP/2 stream \(stream.id) for \(String(decoding: host.prefix(200), as: UTF8.self)): \(status)")
                 stream.localStatus = status
                 return nil
-            case .redirect, .notRedirected, .pendingCertificate:
+            case .redirect, .notRedirected, .pendingCertificate, .acmeAnswer:
                 // Plain-HTTP decisions; HTTP/2 runs over TLS only.
                 stream.localStatus = 404
                 return nil

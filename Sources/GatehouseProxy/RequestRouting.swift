@@ -1,6 +1,7 @@
 import GatehouseConfig
 import GatehouseHTTP
 import GatehouseLog
+import GatehouseTLS
 
 /// What happens to a parsed request before any backend is involved.
 enum RoutingDecision: Equatable {
@@ -14,6 +15,9 @@ enum RoutingDecision: Equatable {
     /// certificate: 503 with Retry-After, not a redirect to an HTTPS whose
     /// handshake would fail (README, Automatic certificates).
     case pendingCertificate
+    /// RFC 8555 §8.3: an http-01 token Gatehouse's ACME client issued for
+    /// this host: answered with its key authorization.
+    case acmeAnswer(keyAuthorization: [UInt8])
     /// Gatehouse answers itself; the backend sees nothing.
     case refuse(Refusal)
 }
@@ -58,6 +62,8 @@ public enum Refusal: Int, CaseIterable, Sendable {
 struct RequestRouter {
     let names: NameIndex
     let domains: [DomainConfig]
+    /// Which `acme = true` domains have a certificate, and the http-01 tokens.
+    let acme: ACMECertificates
 
     /// `host`: the Host value without its port, nil when the request had none
     /// (HTTP/1.0; upstream it then names the routed domain). `handshakeDomain`:
@@ -74,12 +80,24 @@ struct RequestRouter {
             if hostDomain == nil, domains[selected].acceptAnyHost { return .forward(domain: selected) }
             return .refuse(.misdirected)
         case .http:
-            guard let domain = hostDomain else { return .refuse(.unknownHost) }
-            if Self.acmeChallenge(path) == .token { return .forward(domain: domain) }
-            // Until the ACME client installs certificates, every ACME domain waits.
-            if domains[domain].acme { return .pendingCertificate }
+            guard let domain = hostDomain, let host else { return .refuse(.unknownHost) }
+            let acmeDomain = domains[domain].acme
+            if Self.acmeChallenge(path) == .token {
+                // Any other token goes to the app, so a customer's own certbot keeps working.
+                if acmeDomain, let answer = http01Answer(host: host, path: path) { return .acmeAnswer(keyAuthorization: answer) }
+                return .forward(domain: domain)
+            }
+            // Not redirected to an HTTPS whose handshake would fail.
+            if acmeDomain, !acme.hasCertificate(primaryName: domains[domain].primaryName) { return .pendingCertificate }
             return domains[domain].redirectHTTP ? .redirect(domain: domain) : .notRedirected
         }
+    }
+
+    /// Found by the token and the Host's name (without its port).
+    private func http01Answer(host: UnsafeRawBufferPointer, path: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard let name = ServerNameExtension.normalized(host) else { return nil }
+        let token = String(decoding: path[Self.acmePrefix.count...], as: UTF8.self)
+        return acme.http01(token: token, name: name)
     }
 
     enum ACMEPath: Equatable { case none, token, malformed }

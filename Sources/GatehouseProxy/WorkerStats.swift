@@ -22,6 +22,9 @@ public final class WorkerStats: Sendable {
         case http2StreamsReset
         /// HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (too many glitches).
         case http2Calm
+        /// ACME validations Gatehouse answered: http-01 tokens on port 80,
+        /// tls-alpn-01 handshakes (RFC 8737).
+        case acmeChallengesAnswered, acmeValidationHandshakes
     }
 
     private let counters: InlineArray<40, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }

@@ -58,23 +58,46 @@ public enum CredentialLoader {
 
     /// Loads and cross-checks a full-chain PEM and its private key.
     public static func load(certificate: String, key: String) throws(CredentialError) -> Credentials {
-        var certs: [OpaquePointer] = []
-        do {
-            try readPEM(path: certificate, configKey: "certificate") { bio in
-                while let x = PEM_read_bio_X509(bio, nil, nil, nil) { certs.append(x) }
-                // The loop ends on "no start line" after the last certificate.
-                ERR_clear_error()
+        try load(certificates: { body throws(CredentialError) in try readPEM(path: certificate, configKey: "certificate", body) },
+                 certificateSource: "'\(certificate)'",
+                 key: { body throws(CredentialError) in try readPEM(path: key, configKey: "key", body) },
+                 keySource: "'\(key)'")
+    }
+
+    /// Loads one PEM holding the chain and its key (ACME storage writes them
+    /// as one file, so a single rename replaces both). `source` names it in errors.
+    public static func load(pem: [UInt8], source: String) throws(CredentialError) -> Credentials {
+        let inMemory = { (body: (OpaquePointer) -> Void) throws(CredentialError) in
+            let read: Bool = pem.withUnsafeBytes { bytes in
+                guard let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(bytes.count)) else { return false }
+                defer { BIO_free(bio) }
+                body(bio)
+                return true
             }
+            guard read else { throw CredentialError(key: "certificate", message: "cannot read \(source)") }
+        }
+        return try load(certificates: inMemory, certificateSource: source, key: inMemory, keySource: source)
+    }
+
+    /// `certificates` and `key` each hand a fresh BIO to their body.
+    private static func load(certificates: ((OpaquePointer) -> Void) throws(CredentialError) -> Void, certificateSource: String,
+                             key: ((OpaquePointer) -> Void) throws(CredentialError) -> Void, keySource: String) throws(CredentialError) -> Credentials {
+        var certs: [OpaquePointer] = []
+        try certificates { bio in
+            // PEM_read_bio_X509 skips blocks of other types (a key in the same file).
+            while let x = PEM_read_bio_X509(bio, nil, nil, nil) { certs.append(x) }
+            // The loop ends on "no start line" after the last certificate.
+            ERR_clear_error()
         }
         guard let leaf = certs.first else {
-            throw CredentialError(key: "certificate", message: "no PEM certificate in '\(certificate)'")
+            throw CredentialError(key: "certificate", message: "no PEM certificate in \(certificateSource)")
         }
         let chain = gh_x509_chain_new()!
         for c in certs.dropFirst() { _ = gh_x509_chain_push(chain, c) }
 
         var pkey: OpaquePointer?
         do {
-            try readPEM(path: key, configKey: "key") { bio in
+            try key { bio in
                 // A password callback that refuses: never prompt on a terminal.
                 pkey = PEM_read_bio_PrivateKey(bio, nil, { _, _, _, _ in 0 }, nil)
             }
@@ -85,12 +108,12 @@ public enum CredentialLoader {
         guard let pkey else {
             let reason = opensslErrorString()
             X509_free(leaf); gh_x509_chain_free(chain)
-            throw CredentialError(key: "key", message: "no usable private key in '\(key)' (\(reason))")
+            throw CredentialError(key: "key", message: "no usable private key in \(keySource) (\(reason))")
         }
         guard X509_check_private_key(leaf, pkey) == 1 else {
             ERR_clear_error()
             X509_free(leaf); gh_x509_chain_free(chain); EVP_PKEY_free(pkey)
-            throw CredentialError(key: "key", message: "'\(key)' does not match certificate '\(certificate)'")
+            throw CredentialError(key: "key", message: "\(keySource) does not match certificate \(certificateSource)")
         }
         var days: Int32 = 0, secs: Int32 = 0
         let remaining = ASN1_TIME_diff(&days, &secs, nil, X509_get0_notAfter(leaf)) == 1
@@ -122,5 +145,5 @@ func opensslErrorString() -> String {
     guard code != 0 else { return "unknown error" }
     var buf = [CChar](repeating: 0, count: 256)
     ERR_error_string_n(code, &buf, buf.count)
-    return String(cString: buf)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

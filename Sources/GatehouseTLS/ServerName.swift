@@ -21,6 +21,20 @@ public enum ServerNameExtension {
         }
         return nil
     }
+
+    /// The name as configuration spells names: ASCII lowercase, without a
+    /// trailing dot; nil when it holds bytes no host name has.
+    public static func normalized(_ name: UnsafeRawBufferPointer) -> String? {
+        var bytes = Array(name)
+        if bytes.last == UInt8(ascii: ".") { bytes.removeLast() }
+        guard !bytes.isEmpty, bytes.count <= 253 else { return nil }
+        for i in bytes.indices {
+            let b = bytes[i]
+            guard b > 0x20, b < 0x7f else { return nil }
+            if b >= UInt8(ascii: "A"), b <= UInt8(ascii: "Z") { bytes[i] = b | 0x20 }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
 }
 
 /// RFC 7301 §3.1: the client's protocol list is length-prefixed names.
@@ -28,7 +42,24 @@ public enum ALPN {
     public static let http11: [UInt8] = Array("http/1.1".utf8)
     public static let h2: [UInt8] = Array("h2".utf8)
 
+    /// RFC 8737 §6.2: the protocol of a tls-alpn-01 validation handshake.
+    public static let acmeTLS1: [UInt8] = Array("acme-tls/1".utf8)
+
     public enum Choice: Equatable, Sendable { case h2, http11 }
+
+    /// The extension body as the ClientHello carries it (RFC 7301 §3.1: a
+    /// uint16 length, then the list); nil when malformed.
+    public static func protocolList(extensionBody body: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard body.count >= 2, Int(body[0]) << 8 | Int(body[1]) == body.count - 2 else { return nil }
+        return UnsafeRawBufferPointer(rebasing: body[2...])
+    }
+
+    /// RFC 8737 §3: a validation client offers `acme-tls/1` as its single
+    /// protocol. Offered beside others it is never chosen: such a client is a
+    /// browser, and gets the domain's own certificate.
+    public static func offersOnlyACMEValidation(_ list: UnsafeRawBufferPointer) -> Bool {
+        list.count == acmeTLS1.count + 1 && Int(list[0]) == acmeTLS1.count && list.dropFirst().elementsEqual(acmeTLS1)
+    }
 
     /// The server's choice from the client's wire-format list: h2 when it is
     /// offered and `h2Allowed`, else http/1.1 when offered, else nothing (no

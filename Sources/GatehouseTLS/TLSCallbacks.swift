@@ -10,6 +10,9 @@ enum TLSCallbacks {
     static let refusalIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
     /// ex_data slot holding the listener's SNI fallback profile + 1 on each SSL.
     static let fallbackIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, nil)
+    /// ex_data slot holding a validation handshake's challenge Credentials,
+    /// retained; released with the SSL.
+    static let validationIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil, releaseCredentials)
     /// ex_data slot holding the (unretained) TicketKeys on each SSL_CTX.
     static let ticketKeysIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, nil, nil, nil, nil)
 
@@ -44,7 +47,11 @@ enum TLSCallbacks {
         if SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_server_name), &data, &length) == 1, let data {
             serverName = ServerNameExtension.hostName(in: UnsafeRawBufferPointer(start: data, count: length))
         }
-        switch server.select(ssl: ssl, serverName: serverName) {
+        var alpn: UnsafeRawBufferPointer?
+        if SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_application_layer_protocol_negotiation), &data, &length) == 1, let data {
+            alpn = ALPN.protocolList(extensionBody: UnsafeRawBufferPointer(start: data, count: length))
+        }
+        switch server.select(ssl: ssl, serverName: serverName, alpn: alpn) {
         case .selected:
             return 1
         case .refuse(let code):
@@ -52,6 +59,11 @@ enum TLSCallbacks {
             SSL_set_ex_data(ssl, refusalIndex, UnsafeMutableRawPointer(bitPattern: Int(code) + 1))
             return 0
         }
+    }
+
+    private static let releaseCredentials: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<CRYPTO_EX_DATA>?, Int32, Int, UnsafeMutableRawPointer?) -> Void = { _, pointer, _, _, _, _ in
+        guard let pointer else { return }
+        Unmanaged<Credentials>.fromOpaque(pointer).release()
     }
 
     /// Full handshakes only (OpenSSL skips it when a session resumes). Returns
@@ -113,6 +125,12 @@ enum TLSCallbacks {
         guard let ssl, let input, let out, let outLength, let arg else { return SSL_TLSEXT_ERR_NOACK }
         let server = Unmanaged<TLSServer>.fromOpaque(arg).takeUnretainedValue()
         let offered = UnsafeRawBufferPointer(start: input, count: Int(inputLength))
+        if TLSServer.isACMEValidation(ssl) {
+            // Selected only for a list of exactly acme-tls/1 (RFC 8737 §3).
+            out.pointee = input + 1
+            outLength.pointee = UInt8(ALPN.acmeTLS1.count)
+            return SSL_TLSEXT_ERR_OK
+        }
         guard let chosen = ALPN.select(from: offered, h2Allowed: server.allowsHTTP2(ssl: ssl)) else { return SSL_TLSEXT_ERR_NOACK }
         out.pointee = input + chosen.offset
         outLength.pointee = UInt8(chosen.length)

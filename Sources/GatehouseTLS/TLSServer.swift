@@ -24,6 +24,9 @@ public final class TLSServer: @unchecked Sendable {
     public let ticketKeys: TicketKeys
     /// Certificates and keys, loaded on first use (bounded cache).
     public let store: CredentialStore
+    /// The `acme = true` domains' certificates and challenges; shared by
+    /// every runtime of the process (the ACME thread installs into it).
+    public let acme: ACMECertificates
 
     /// Kept small: there may be 100,000 of them, and a reload briefly holds two sets.
     struct DomainEntry {
@@ -33,22 +36,25 @@ public final class TLSServer: @unchecked Sendable {
         let profile: TLSProfileName
         /// `http2`: offer h2 in ALPN.
         let http2: Bool
-        /// False for an ACME domain still waiting for its first certificate.
-        let hasCertificates: Bool
+        /// The primary name of an `acme = true` domain (its certificates come
+        /// from `acme`, by that name); nil for a domain with files of its own.
+        let acmeName: String?
     }
 
     /// `store` holds `snapshot`'s domains' certificates (a domain whose files
     /// fail to load fails its own handshakes; the others are unaffected).
-    public init(snapshot: ConfigSnapshot, store: CredentialStore, ticketKeys: TicketKeys) throws(TLSSetupError) {
+    public init(snapshot: ConfigSnapshot, store: CredentialStore, ticketKeys: TicketKeys,
+                acme: ACMECertificates = ACMECertificates()) throws(TLSSetupError) {
         precondition(store.count == snapshot.domains.count)
         self.store = store
+        self.acme = acme
         // Before the contexts, which a throw would leak.
         let maker = try SessionIDContext.Maker()
         var domains: [DomainEntry] = []
         domains.reserveCapacity(snapshot.domains.count)
         for d in snapshot.domains {
             domains.append(DomainEntry(file: d.file, sessionIDContext: try maker.make(name: d.primaryName, profile: d.tlsProfile),
-                                       profile: d.tlsProfile, http2: d.http2, hasCertificates: !d.certificates.isEmpty))
+                                       profile: d.tlsProfile, http2: d.http2, acmeName: d.acme ? d.primaryName : nil))
         }
         self.domains = domains
         let defaultDomain = snapshot.tls.defaultDomain.flatMap { snapshot.names.lookup($0) }
@@ -132,6 +138,12 @@ public final class TLSServer: @unchecked Sendable {
         return String(cString: name)
     }
 
+    /// True for an RFC 8737 validation handshake: it carries the challenge
+    /// certificate and no HTTP; the connection closes once it is done.
+    public static func isACMEValidation(_ ssl: OpaquePointer) -> Bool {
+        SSL_get_ex_data(ssl, TLSCallbacks.validationIndex) != nil
+    }
+
     /// Runs inside the ALPN callback: the domain is selected, the version
     /// and the cipher negotiated.
     func allowsHTTP2(ssl: OpaquePointer) -> Bool {
@@ -154,13 +166,19 @@ public final class TLSServer: @unchecked Sendable {
     enum Selection { case selected(Int), refuse(alert: Int32) }
 
     /// Runs inside the ClientHello callback, before version negotiation.
-    func select(ssl: OpaquePointer, serverName: UnsafeRawBufferPointer?) -> Selection {
+    /// `alpn`: the client's protocol list, when it sent one.
+    func select(ssl: OpaquePointer, serverName: UnsafeRawBufferPointer?, alpn: UnsafeRawBufferPointer?) -> Selection {
         let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
+        if let alpn, ALPN.offersOnlyACMEValidation(alpn) {
+            return selectValidation(ssl: ssl, serverName: serverName, domain: found)
+        }
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
         // An ACME domain without a certificate yet is, to TLS clients, a name
         // not served here (RFC 6066 §3), not a broken one.
-        guard domain.hasCertificates else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
+        if let acmeName = domain.acmeName, !acme.hasCertificate(primaryName: acmeName) {
+            return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME))
+        }
         // A listener's SNI fallback profile applies only to clients that sent no
         // name at all; every name keeps its own domain's profile.
         var profileName = domain.profile
@@ -187,16 +205,38 @@ public final class TLSServer: @unchecked Sendable {
         return .selected(id)
     }
 
+    /// RFC 8737 §3: a ClientHello offering only `acme-tls/1`, for a name of
+    /// an `acme = true` domain with a challenge published, gets the challenge
+    /// certificate (modern profile: §3 needs TLS 1.2 or later); any other is
+    /// refused with no_application_protocol (RFC 7301 §3.2). No domain is
+    /// selected, so no request can follow.
+    private func selectValidation(ssl: OpaquePointer, serverName: UnsafeRawBufferPointer?, domain: Int?) -> Selection {
+        let refusal = Selection.refuse(alert: Int32(SSL_AD_NO_APPLICATION_PROTOCOL))
+        guard let serverName, let id = domain, domains[id].acmeName != nil,
+              let name = ServerNameExtension.normalized(serverName),
+              let challenge = acme.tlsALPN01(name: name) else { return refusal }
+        let profile = TLSProfile.named(.modern)
+        _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
+        _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
+        // Retained until the SSL is freed (the ex_data slot's free callback).
+        SSL_set_ex_data(ssl, TLSCallbacks.validationIndex, Unmanaged.passRetained(challenge).toOpaque())
+        return .selected(id)
+    }
+
     enum Certificate { case installed, unavailable, failed }
 
     /// Runs in the certificate callback, after `select` and only on full
     /// handshakes: a resumption authenticates with the PSK (RFC 8446 §2.2), so
     /// the certificate is neither loaded nor installed for it.
     func installCertificate(ssl: OpaquePointer) -> Certificate {
+        if let raw = SSL_get_ex_data(ssl, TLSCallbacks.validationIndex) {
+            let challenge = Unmanaged<Credentials>.fromOpaque(raw).takeUnretainedValue()
+            return challenge.apply(to: ssl) ? .installed : .failed
+        }
         guard let id = Self.selectedDomain(of: ssl) else { return .failed }
         // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
         // signature algorithms allow. Empty: the files failed (logged once).
-        let credentials = store.credentials(for: id)
+        let credentials = domains[id].acmeName.map { acme.credentials(primaryName: $0) } ?? store.credentials(for: id)
         guard !credentials.isEmpty else { return .unavailable }
         for c in credentials where !c.apply(to: ssl) {
             Log.error("\(domains[id].file): certificate: cannot be used for a handshake: \(opensslErrorString())")

@@ -3,6 +3,7 @@ import GatehouseConfig
 import GatehouseHTTP
 @testable import GatehouseLog
 @testable import GatehouseProxy
+import GatehouseTLS
 
 @Suite struct RequestRoutingTests {
     static func domain(_ id: Int, _ names: [String], acceptAnyHost: Bool = false, redirect: Bool = true) -> DomainConfig {
@@ -13,7 +14,7 @@ import GatehouseHTTP
     let router: RequestRouter = {
         let domains = [domain(0, ["a.test", "www.a.test"]), domain(1, ["*.w.test"]),
                        domain(2, ["any.test"], acceptAnyHost: true), domain(3, ["quiet.test"], redirect: false)]
-        return RequestRouter(names: NameIndex(domains: domains), domains: domains)
+        return RequestRouter(names: NameIndex(domains: domains), domains: domains, acme: ACMECertificates())
     }()
 
     func https(_ sni: Int?, _ host: String?) -> RoutingDecision {
@@ -60,7 +61,8 @@ import GatehouseHTTP
     @Test func anACMEDomainWaitingForItsCertificateIs503OnPlainHTTPButGetsItsTokens() {
         let pending = DomainConfig(id: 0, file: "/d/p.toml", names: ["pending.test"],
                                    backend: .tcp(host: "127.0.0.1", port: 8000), certificates: [], acme: true)
-        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending])
+        let acme = ACMECertificates()
+        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme)
         func http(_ path: String) -> RoutingDecision {
             var host = "pending.test", path = path
             return host.withUTF8 { h in
@@ -71,6 +73,33 @@ import GatehouseHTTP
         }
         #expect(http("/page") == .pendingCertificate, "not a redirect to an HTTPS that fails")
         #expect(http("/.well-known/acme-challenge/tok") == .forward(domain: 0))
+        // A token Gatehouse issued for this name is answered; for another name, or another token, it goes to the app.
+        acme.publishHTTP01(token: "tok", name: "pending.test", keyAuthorization: "tok.thumb")
+        #expect(http("/.well-known/acme-challenge/tok") == .acmeAnswer(keyAuthorization: Array("tok.thumb".utf8)))
+        #expect(http("/.well-known/acme-challenge/other") == .forward(domain: 0))
+        acme.publishHTTP01(token: "tok2", name: "elsewhere.test", keyAuthorization: "tok2.thumb")
+        #expect(http("/.well-known/acme-challenge/tok2") == .forward(domain: 0))
+        acme.withdrawHTTP01(token: "tok")
+        #expect(http("/.well-known/acme-challenge/tok") == .forward(domain: 0))
+    }
+
+    /// Installed by the ACME thread: from then on port 80 redirects, with no reload.
+    @Test func anACMEDomainWithItsCertificateRedirects() throws {
+        let pending = DomainConfig(id: 0, file: "/d/p.toml", names: ["pending.test"],
+                                   backend: .tcp(host: "127.0.0.1", port: 8000), certificates: [], acme: true)
+        let acme = ACMECertificates()
+        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme)
+        func http() -> RoutingDecision {
+            var host = "pending.test:80", path = "/page"
+            return host.withUTF8 { h in
+                path.withUTF8 { p in
+                    router.route(scheme: .http, handshakeDomain: nil, host: hostWithoutPort(UnsafeRawBufferPointer(h)), path: UnsafeRawBufferPointer(p))
+                }
+            }
+        }
+        #expect(http() == .pendingCertificate)
+        acme.install(primaryName: "pending.test", credentials: [try selfSignedForRouting()])
+        #expect(http() == .redirect(domain: 0))
     }
 
     @Test func acmeTokens() {
@@ -105,4 +134,27 @@ import GatehouseHTTP
         #expect(log.claim(now: 6_000_000_000))
         #expect(!log.claim(now: 6_100_000_000))
     }
+}
+
+/// A throwaway self-signed P-256 certificate and key for pending.test
+/// (valid for a century; it never meets a real handshake here).
+func selfSignedForRouting() throws -> Credentials {
+    try CredentialLoader.load(pem: Array("""
+        -----BEGIN CERTIFICATE-----
+        MIIBnzCCAUSgAwIBAgIUXXlZOJ5aPw4xgDp5Bvjvxy6Uzi8wCgYIKoZIzj0EAwIw
+        FzEVMBMGA1UEAwwMcGVuZGluZy50ZXN0MCAXDTI2MTIwMjExMzA1M1oYDzIxMjYx
+        MTA4MTEzMDUzWjAXMRUwEwYDVQQDDAxwZW5kaW5nLnRlc3QwWTATBgcqhkjOPQIB
+        BggqhkjOPQMBBwNCAASrC5meSXaHwoWRZqp2QyhA2ttCmb39pAb7UuzuPKnDBVGC
+        d+YTUPqwlYxa4weZhkpscfn/ekUd0Zkj39PdSrjxo2wwajAdBgNVHQ4EFgQUO5Ot
+        9WtiqOzi4F22swmb0bcCnoYwHwYDVR0jBBgwFoAUO5Ot9WtiqOzi4F22swmb0bcC
+        noYwDwYDVR0TAQH/BAUwAwEB/zAXBgNVHREEEDAOggxwZW5kaW5nLnRlc3QwCgYI
+        KoZIzj0EAwIDSQAwRgIhAOB+lNsnjeO1/zmbsBKeSW5iSw9vRCDKOYIN5Pmb0hmf
+        AiEAnEslDFRnRwxVFmtfHm7+WiaoXCqkWOjX8yTEt04VqQ0=
+        -----END CERTIFICATE-----
+        -----BEGIN PRIVATE KEY-----
+        MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYbxqWP4isgU5O0wQ
+        w6rtt2mCDqoQEs/SCy69nzkLmyyhRANCAASrC5meSXaHwoWRZqp2QyhA2ttCmb39
+        pAb7UuzuPKnDBVGCd+YTUPqwlYxa4weZhkpscfn/ekUd0Zkj39PdSrjx
+        -----END PRIVATE KEY-----
+        """.utf8), source: "test")
 }

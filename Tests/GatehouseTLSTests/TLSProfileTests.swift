@@ -1,3 +1,4 @@
+import COpenSSL
 import Testing
 import GatehouseConfig
 @testable import GatehouseTLS
@@ -33,8 +34,12 @@ import GatehouseConfig
 
     @Test func everyProfileBuildsAContext() throws {
         for name in TLSProfileName.allCases {
-            let ctx = try TLSContextFactory.make(TLSProfile.named(name))
-            #expect(ctx != nil)
+            let profile = TLSProfile.named(name)
+            let ctx = try TLSContextFactory.make(profile)
+            defer { SSL_CTX_free(ctx) }
+            // The context carries the profile's version bounds.
+            #expect(SSL_CTX_ctrl(ctx, SSL_CTRL_GET_MIN_PROTO_VERSION, 0, nil) == Int(profile.minVersion.rawValue))
+            #expect(SSL_CTX_ctrl(ctx, SSL_CTRL_GET_MAX_PROTO_VERSION, 0, nil) == Int(profile.maxVersion.rawValue))
         }
     }
 }
