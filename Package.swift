@@ -61,7 +61,7 @@ let package = Package(
         ),
         .target(
             name: "GatehouseServer",
-            dependencies: ["CLibevent", "CShims", "GatehouseConfig", "GatehouseTLS", "GatehouseProxy", "GatehouseLog"]
+            dependencies: ["CLibevent", "CShims", "GatehouseConfig", "GatehouseTLS", "GatehouseProxy", "GatehouseLog", "GatehouseACME"]
         ),
         .executableTarget(
             name: "gatehouse",

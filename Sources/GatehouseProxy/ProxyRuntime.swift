@@ -45,7 +45,7 @@ public final class ProxyRuntime: Sendable {
         self.handshakes = snapshot.domains.map { carried[$0.primaryName] ?? DomainHandshakes() }
         self.snapshot = snapshot
         self.tls = tls
-        self.router = RequestRouter(names: snapshot.names, domains: snapshot.domains, acme: tls.acme)
+        self.router = RequestRouter(names: snapshot.names, domains: snapshot.domains, acme: tls.acme, store: tls.store)
         self.limits = HTTPLimits(
             maxRequestLineBytes: snapshot.limits.maxRequestLineBytes,
             maxHeaderBytes: snapshot.limits.maxHeaderBytes,

@@ -62,8 +62,10 @@ public enum Refusal: Int, CaseIterable, Sendable {
 struct RequestRouter {
     let names: NameIndex
     let domains: [DomainConfig]
-    /// Which `acme = true` domains have a certificate, and the http-01 tokens.
+    /// The http-01 tokens Gatehouse issued.
     let acme: ACMECertificates
+    /// Whether an `acme = true` domain has a certificate yet.
+    let store: CredentialStore
 
     /// `host`: the Host value without its port, nil when the request had none
     /// (HTTP/1.0; upstream it then names the routed domain). `handshakeDomain`:
@@ -88,7 +90,7 @@ struct RequestRouter {
                 return .forward(domain: domain)
             }
             // Not redirected to an HTTPS whose handshake would fail.
-            if acmeDomain, !acme.hasCertificate(primaryName: domains[domain].primaryName) { return .pendingCertificate }
+            if acmeDomain, store.credentials(for: domain).isEmpty { return .pendingCertificate }
             return domains[domain].redirectHTTP ? .redirect(domain: domain) : .notRedirected
         }
     }

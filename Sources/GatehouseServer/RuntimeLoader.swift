@@ -13,7 +13,8 @@ enum RuntimeLoader {
         let lines: [String]
     }
 
-    static func load(path: String, previous: ProxyRuntime?) -> Result<ProxyRuntime, Failure> {
+    /// `acme`: the process's one ACME state, shared by every runtime.
+    static func load(path: String, previous: ProxyRuntime?, acme: ACMECertificates) -> Result<ProxyRuntime, Failure> {
         let snapshot: ConfigSnapshot
         do {
             snapshot = try ConfigLoader.load(path: path, previous: previous?.snapshot)
@@ -23,22 +24,18 @@ enum RuntimeLoader {
 
         // Certificates are not parsed here: the store loads them on first use
         // (and a background preload right after), keeping what is unchanged.
+        let settings = snapshot.acme
         let store = CredentialStore(snapshot: snapshot, capacity: snapshot.tls.certificateCache,
-                                    previous: previous?.tls.store)
+                                    previous: previous?.tls.store, acme: acme,
+                                    acmeFiles: { ACMEStorageSource.certificateFiles($0, settings: settings) })
 
         let keys: TicketKeys
         switch ticketKeys(snapshot.tls, previous: previous) {
         case .success(let k): keys = k
         case .failure(let f): return .failure(f)
         }
-        let pending = snapshot.domains.count(where: \.acme)
-        if pending > 0 {
-            // Said on every load: such a domain is never served until issuance lands.
-            Log.warning("acme: \(pending) domain\(pending == 1 ? "" : "s") with acme = true wait for a certificate; "
-                + "this version does not obtain certificates yet, so their handshakes fail (unrecognized_name)")
-        }
         do {
-            let tls = try TLSServer(snapshot: snapshot, store: store, ticketKeys: keys)
+            let tls = try TLSServer(snapshot: snapshot, store: store, ticketKeys: keys, acme: acme)
             return .success(ProxyRuntime(snapshot: snapshot, tls: tls, previous: previous))
         } catch {
             return .failure(Failure(lines: ["\(snapshot.mainFile): tls: \(error.description)"]))

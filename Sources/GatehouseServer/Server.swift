@@ -29,6 +29,9 @@ public final class Server {
     private var preloader: Preloader?
     /// Activated (from worker threads) when a worker's loop returns.
     private var workerDoneEvent: OpaquePointer?
+    /// ACME: one state for the life of the process, shared by every runtime.
+    private let acmeSource = ACMEStorageSource()
+    private let acmeCertificates: ACMECertificates
 
     public init(configPath: String) {
         // Before any event_base exists: lets other threads wake a worker's loop.
@@ -36,16 +39,18 @@ public final class Server {
         signal(SIGPIPE, SIG_IGN)
         self.configPath = configPath
         self.control = event_base_new()
+        self.acmeCertificates = ACMECertificates(source: acmeSource)
     }
 
     /// Loads everything, binds every listener, then serves until SIGTERM/SIGINT.
     public func run() throws(StartupError) {
         let runtime: ProxyRuntime
-        switch RuntimeLoader.load(path: configPath, previous: nil) {
+        switch RuntimeLoader.load(path: configPath, previous: nil, acme: acmeCertificates) {
         case .success(let r): runtime = r
         case .failure(let f): throw StartupError(description: f.lines.joined(separator: "\n"))
         }
         self.runtime = runtime
+        acmeSource.use(runtime.snapshot.acme)
         // Parsing thousands of domain files leaves freed heap behind; give it back.
         _ = gh_malloc_trim()
         // From here on, keep what is freed: proxying moves 32 KiB evbuffer
@@ -138,7 +143,7 @@ public final class Server {
         guard let current = runtime else { return }
         notify.send("RELOADING=1", "MONOTONIC_USEC=\(SystemdNotify.monotonicMicroseconds())")
         Log.info("reloading \(configPath)")
-        switch RuntimeLoader.load(path: configPath, previous: current) {
+        switch RuntimeLoader.load(path: configPath, previous: current, acme: acmeCertificates) {
         case .failure(let f):
             reloads.failed += 1
             for line in f.lines { Log.error(line) }
@@ -147,6 +152,7 @@ public final class Server {
         case .success(let next):
             for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
             runtime = next
+            acmeSource.use(next.snapshot.acme)
             for w in workers { w.adopt(next) }
             _ = gh_malloc_trim()
             metrics?.runtime = next

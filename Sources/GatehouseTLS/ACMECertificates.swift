@@ -11,17 +11,18 @@ public protocol ACMEChallengeSource: Sendable {
     func http01(token: String, name: String) -> [UInt8]?
 }
 
-/// What the ACME thread hands the handshakes and the port-80 listeners: each
-/// ACME domain's current certificates (by primary name, so they survive
-/// reloads, which renumber domains) and the challenges under validation.
-/// One object for the life of the process; every runtime shares it. Lookups
-/// take a short lock; they happen only for `acme = true` domains.
+/// What the ACME thread tells the handshakes and the port-80 listeners: that
+/// a domain's certificate files in storage changed (the credential store then
+/// loads them again at the next handshake, so a new certificate is served with
+/// no reload), and the challenges under validation. Keyed by primary name, so
+/// it survives reloads, which renumber domains. One object for the life of
+/// the process; every runtime shares it.
 public final class ACMECertificates: Sendable {
     private let state = Mutex(State())
     private let source: (any ACMEChallengeSource)?
 
     struct State {
-        var issued: [String: [Credentials]] = [:]
+        var versions: [String: UInt64] = [:]
         var tlsALPN01: [String: Credentials] = [:]
         /// token → (name, key authorization).
         var http01: [String: (name: String, keyAuthorization: [UInt8])] = [:]
@@ -33,26 +34,17 @@ public final class ACMECertificates: Sendable {
 
     // MARK: - Certificates
 
-    /// Serves `credentials` (an ECDSA pair, and RSA for a legacy domain) to
-    /// new handshakes of the domain at once; handshakes in progress keep theirs.
-    public func install(primaryName: String, credentials: [Credentials]) {
-        state.withLock { $0.issued[primaryName] = credentials }
+    /// The domain's files in storage were replaced (issued or renewed here,
+    /// or by another instance of the fleet): new handshakes load them at once;
+    /// handshakes in progress keep what they have.
+    public func certificateChanged(primaryName: String) {
+        state.withLock { $0.versions[primaryName, default: 0] &+= 1 }
     }
 
-    public func remove(primaryName: String) {
-        _ = state.withLock { $0.issued.removeValue(forKey: primaryName) }
+    /// Compared by the credential store with the version it loaded.
+    func version(primaryName: String) -> UInt64 {
+        state.withLock { $0.versions[primaryName] } ?? 0
     }
-
-    /// Empty until the domain's first certificate is installed.
-    public func credentials(primaryName: String) -> [Credentials] {
-        state.withLock { $0.issued[primaryName] } ?? []
-    }
-
-    public func hasCertificate(primaryName: String) -> Bool {
-        state.withLock { $0.issued[primaryName]?.isEmpty == false }
-    }
-
-    public var installedCount: Int { state.withLock { $0.issued.count } }
 
     // MARK: - Challenges
 

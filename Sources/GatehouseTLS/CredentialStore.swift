@@ -13,6 +13,11 @@ import Synchronization
 /// Entries survive a reload when the domain names the same files and their
 /// size, mtime and inode are unchanged. A changed file is loaded again on
 /// first use; if that fails, the domain keeps the certificate it had.
+///
+/// An `acme = true` domain's files are in ACME storage (chain and key in one
+/// file, per key type) and may not exist yet: it is served with the ones that
+/// exist, none is not an error, and they are loaded again whenever the ACME
+/// side says they changed (`ACMECertificates.version`), without a reload.
 public final class CredentialStore: Sendable {
     /// Default bound on loaded domains (`[tls] certificate_cache`).
     public static let defaultCapacity = 10_000
@@ -20,10 +25,13 @@ public final class CredentialStore: Sendable {
     public let capacity: Int
     private let domains: [Domain]
     private let state: Mutex<State>
+    private let acme: ACMECertificates?
 
     struct Domain: Sendable {
         let file: String
         let pairs: [CertificatePair]
+        /// The primary name of an `acme = true` domain.
+        let acmeName: String?
     }
 
     enum Slot {
@@ -34,6 +42,8 @@ public final class CredentialStore: Sendable {
         case loaded([Credentials], signature: FileSignature, stale: Bool)
         /// Failed; logged once. Retried after the next reload.
         case failed
+        /// An ACME domain's files that existed at `version` (empty: none yet).
+        case acme([Credentials], version: UInt64)
     }
 
     struct State {
@@ -45,9 +55,16 @@ public final class CredentialStore: Sendable {
     }
 
     /// `previous`: the store being replaced, whose entries carry over.
-    public init(snapshot: ConfigSnapshot, capacity: Int = CredentialStore.defaultCapacity, previous: CredentialStore? = nil) {
+    /// `acmeFiles`: an `acme = true` domain's files in storage (`acme` tells
+    /// when they change).
+    public init(snapshot: ConfigSnapshot, capacity: Int = CredentialStore.defaultCapacity, previous: CredentialStore? = nil,
+                acme: ACMECertificates? = nil, acmeFiles: (DomainConfig) -> [String] = { _ in [] }) {
         self.capacity = max(1, capacity)
-        let domains = snapshot.domains.map { Domain(file: $0.file, pairs: $0.certificates) }
+        self.acme = acme
+        let domains = snapshot.domains.map { d in
+            d.acme ? Domain(file: d.file, pairs: acmeFiles(d).map { CertificatePair(certificate: $0, key: $0) }, acmeName: d.primaryName)
+                : Domain(file: d.file, pairs: d.certificates, acmeName: nil)
+        }
         self.domains = domains
         var slots = [Slot](repeating: .unloaded, count: domains.count)
         var state = State(slots: [])
@@ -58,6 +75,13 @@ public final class CredentialStore: Sendable {
                 for entry in old { byPairs[entry.pairs] = (entry.credentials, entry.signature) }
                 for (id, d) in domains.enumerated() {
                     guard let hit = byPairs[d.pairs], state.ring.count < self.capacity else { continue }
+                    if let name = d.acmeName {
+                        // Current as of now; a later change bumps the version.
+                        slots[id] = .acme(hit.credentials, version: acme?.version(primaryName: name) ?? 0)
+                        state.position[id] = state.ring.count
+                        state.ring.append((id, false))
+                        continue
+                    }
                     // Only loaded domains are stat()ed: at most `capacity` of them.
                     slots[id] = .loaded(hit.credentials, signature: hit.signature,
                                         stale: hit.signature != FileSignature(d.pairs))
@@ -81,11 +105,11 @@ public final class CredentialStore: Sendable {
     /// The credentials to serve domain `id` with, loading them if needed.
     /// Empty when they cannot be loaded (the handshake is refused).
     public func credentials(for id: Int) -> [Credentials] {
-        // An ACME domain before its first certificate: nothing to load, and
-        // nothing to count as a load or a failure.
-        guard !domains[id].pairs.isEmpty else { return [] }
+        if let name = domains[id].acmeName { return acmeCredentials(for: id, primaryName: name) }
         let (cached, stale): ([Credentials]?, [Credentials]?) = state.withLock { s in
             switch s.slots[id] {
+            case .acme:
+                return (nil, nil)
             case .loaded(let c, _, let isStale):
                 if isStale { return (nil, c) }
                 if let p = s.position[id] { s.ring[p].used = true }
@@ -136,6 +160,43 @@ public final class CredentialStore: Sendable {
         return result
     }
 
+    /// The files of an ACME domain that exist, loaded once per version. A
+    /// pending domain's answer (none) is cached too, so its handshakes cost
+    /// no stat() until the ACME side reports a certificate.
+    private func acmeCredentials(for id: Int, primaryName: String) -> [Credentials] {
+        let version = acme?.version(primaryName: primaryName) ?? 0
+        let cached: [Credentials]? = state.withLock { s in
+            guard case .acme(let c, let v) = s.slots[id], v == version else { return nil }
+            if let p = s.position[id] { s.ring[p].used = true }
+            return c
+        }
+        if let cached { return cached }
+        let domain = domains[id]
+        var loaded: [Credentials] = []
+        for pair in domain.pairs where FileStamp(path: pair.certificate) != nil {
+            loads.wrappingAdd(1, ordering: .relaxed)
+            do {
+                loaded.append(try CredentialLoader.load(certificate: pair.certificate, key: pair.key))
+            } catch {
+                // One key type broken: served with the others (logged per version).
+                failures.wrappingAdd(1, ordering: .relaxed)
+                Log.error("\(domain.file): acme: \(error)")
+            }
+        }
+        state.withLock { s in
+            s.slots[id] = .acme(loaded, version: version)
+            if loaded.isEmpty {
+                // Nothing held: no ring entry (100,000 pending domains cost no cache room).
+                if let p = s.position[id] { remove(at: p, &s) }
+            } else if s.position[id] == nil {
+                s.position[id] = s.ring.count
+                s.ring.append((id, true))
+                evict(&s)
+            }
+        }
+        return loaded
+    }
+
     /// CLOCK: sweep the ring, giving recently used entries a second chance.
     private func evict(_ s: inout State) {
         while s.ring.count > capacity {
@@ -147,12 +208,17 @@ public final class CredentialStore: Sendable {
             }
             let victim = s.ring[s.hand].id
             s.slots[victim] = .unloaded
-            s.position[victim] = nil
-            let last = s.ring.removeLast()
-            if s.hand < s.ring.count {
-                s.ring[s.hand] = last
-                s.position[last.id] = s.hand
-            }
+            remove(at: s.hand, &s)
+        }
+    }
+
+    /// Drops ring entry `p` (its slot is the caller's business).
+    private func remove(at p: Int, _ s: inout State) {
+        s.position[s.ring[p].id] = nil
+        let last = s.ring.removeLast()
+        if p < s.ring.count {
+            s.ring[p] = last
+            s.position[last.id] = p
         }
     }
 
@@ -168,7 +234,7 @@ public final class CredentialStore: Sendable {
                 switch s.slots[id] {
                 case .unloaded: return true
                 case .loaded(_, _, let stale): return stale
-                case .failed: return false
+                case .failed, .acme: return false
                 }
             }
             if needed { _ = credentials(for: id) }
@@ -178,8 +244,11 @@ public final class CredentialStore: Sendable {
     private func loadedEntries() -> [(pairs: [CertificatePair], credentials: [Credentials], signature: FileSignature)] {
         state.withLock { s in
             s.ring.compactMap { entry in
-                guard case .loaded(let c, let signature, _) = s.slots[entry.id] else { return nil }
-                return (domains[entry.id].pairs, c, signature)
+                switch s.slots[entry.id] {
+                case .loaded(let c, let signature, _): return (domains[entry.id].pairs, c, signature)
+                case .acme(let c, _): return (domains[entry.id].pairs, c, FileSignature([]))
+                case .unloaded, .failed: return nil
+                }
             }
         }
     }

@@ -42,7 +42,8 @@ public final class TLSServer: @unchecked Sendable {
     }
 
     /// `store` holds `snapshot`'s domains' certificates (a domain whose files
-    /// fail to load fails its own handshakes; the others are unaffected).
+    /// fail to load fails its own handshakes; the others are unaffected), and
+    /// shares `acme` (the ACME domains' certificate versions and challenges).
     public init(snapshot: ConfigSnapshot, store: CredentialStore, ticketKeys: TicketKeys,
                 acme: ACMECertificates = ACMECertificates()) throws(TLSSetupError) {
         precondition(store.count == snapshot.domains.count)
@@ -176,7 +177,7 @@ public final class TLSServer: @unchecked Sendable {
         let domain = domains[id]
         // An ACME domain without a certificate yet is, to TLS clients, a name
         // not served here (RFC 6066 §3), not a broken one.
-        if let acmeName = domain.acmeName, !acme.hasCertificate(primaryName: acmeName) {
+        if domain.acmeName != nil, store.credentials(for: id).isEmpty {
             return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME))
         }
         // A listener's SNI fallback profile applies only to clients that sent no
@@ -236,7 +237,7 @@ public final class TLSServer: @unchecked Sendable {
         guard let id = Self.selectedDomain(of: ssl) else { return .failed }
         // Several pairs (ECDSA, RSA): OpenSSL picks the one the client's
         // signature algorithms allow. Empty: the files failed (logged once).
-        let credentials = domains[id].acmeName.map { acme.credentials(primaryName: $0) } ?? store.credentials(for: id)
+        let credentials = store.credentials(for: id)
         guard !credentials.isEmpty else { return .unavailable }
         for c in credentials where !c.apply(to: ssl) {
             Log.error("\(domains[id].file): certificate: cannot be used for a handshake: \(opensslErrorString())")

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import GatehouseConfig
 import GatehouseHTTP
@@ -14,7 +15,8 @@ import GatehouseTLS
     let router: RequestRouter = {
         let domains = [domain(0, ["a.test", "www.a.test"]), domain(1, ["*.w.test"]),
                        domain(2, ["any.test"], acceptAnyHost: true), domain(3, ["quiet.test"], redirect: false)]
-        return RequestRouter(names: NameIndex(domains: domains), domains: domains, acme: ACMECertificates())
+        let snapshot = ConfigSnapshot(mainFile: "/g.toml", domainsDirectory: "/d", listeners: [], domains: domains)
+        return RequestRouter(names: NameIndex(domains: domains), domains: domains, acme: ACMECertificates(), store: CredentialStore(snapshot: snapshot))
     }()
 
     func https(_ sni: Int?, _ host: String?) -> RoutingDecision {
@@ -62,7 +64,9 @@ import GatehouseTLS
         let pending = DomainConfig(id: 0, file: "/d/p.toml", names: ["pending.test"],
                                    backend: .tcp(host: "127.0.0.1", port: 8000), certificates: [], acme: true)
         let acme = ACMECertificates()
-        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme)
+        let snapshot = ConfigSnapshot(mainFile: "/g.toml", domainsDirectory: "/d", listeners: [], domains: [pending])
+        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme,
+                                   store: CredentialStore(snapshot: snapshot, acme: acme))
         func http(_ path: String) -> RoutingDecision {
             var host = "pending.test", path = path
             return host.withUTF8 { h in
@@ -83,12 +87,16 @@ import GatehouseTLS
         #expect(http("/.well-known/acme-challenge/tok") == .forward(domain: 0))
     }
 
-    /// Installed by the ACME thread: from then on port 80 redirects, with no reload.
+    /// Issued and announced by the ACME thread: from then on port 80 redirects, with no reload.
     @Test func anACMEDomainWithItsCertificateRedirects() throws {
         let pending = DomainConfig(id: 0, file: "/d/p.toml", names: ["pending.test"],
                                    backend: .tcp(host: "127.0.0.1", port: 8000), certificates: [], acme: true)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gh-route-\(UUID().uuidString).pem").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
         let acme = ACMECertificates()
-        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme)
+        let snapshot = ConfigSnapshot(mainFile: "/g.toml", domainsDirectory: "/d", listeners: [], domains: [pending])
+        let router = RequestRouter(names: NameIndex(domains: [pending]), domains: [pending], acme: acme,
+                                   store: CredentialStore(snapshot: snapshot, acme: acme, acmeFiles: { _ in [file] }))
         func http() -> RoutingDecision {
             var host = "pending.test:80", path = "/page"
             return host.withUTF8 { h in
@@ -98,7 +106,8 @@ import GatehouseTLS
             }
         }
         #expect(http() == .pendingCertificate)
-        acme.install(primaryName: "pending.test", credentials: [try selfSignedForRouting()])
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(Self.testPEM.utf8)))
+        acme.certificateChanged(primaryName: "pending.test")
         #expect(http() == .redirect(domain: 0))
     }
 
@@ -134,12 +143,10 @@ import GatehouseTLS
         #expect(log.claim(now: 6_000_000_000))
         #expect(!log.claim(now: 6_100_000_000))
     }
-}
 
-/// A throwaway self-signed P-256 certificate and key for pending.test
-/// (valid for a century; it never meets a real handshake here).
-func selfSignedForRouting() throws -> Credentials {
-    try CredentialLoader.load(pem: Array("""
+    /// A throwaway self-signed P-256 certificate and key for pending.test
+    /// (valid for a century; it never meets a real handshake here).
+    static let testPEM = """
         -----BEGIN CERTIFICATE-----
         MIIBnzCCAUSgAwIBAgIUXXlZOJ5aPw4xgDp5Bvjvxy6Uzi8wCgYIKoZIzj0EAwIw
         FzEVMBMGA1UEAwwMcGVuZGluZy50ZXN0MCAXDTI2MTIwMjExMzA1M1oYDzIxMjYx
@@ -156,5 +163,5 @@ func selfSignedForRouting() throws -> Credentials {
         w6rtt2mCDqoQEs/SCy69nzkLmyyhRANCAASrC5meSXaHwoWRZqp2QyhA2ttCmb39
         pAb7UuzuPKnDBVGCd+YTUPqwlYxa4weZhkpscfn/ekUd0Zkj39PdSrjx
         -----END PRIVATE KEY-----
-        """.utf8), source: "test")
+        """
 }

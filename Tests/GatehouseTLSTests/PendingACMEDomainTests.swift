@@ -54,8 +54,8 @@ import GatehouseConfig
         guard case .selected(1) = other else { Issue.record("files.test not selected"); return }
     }
 
-    func makeServer(_ acme: ACMECertificates) throws -> TLSServer {
-        try TLSServer(snapshot: snapshot, store: CredentialStore(snapshot: snapshot),
+    func makeServer(_ acme: ACMECertificates, files: [String] = []) throws -> TLSServer {
+        try TLSServer(snapshot: snapshot, store: CredentialStore(snapshot: snapshot, acme: acme, acmeFiles: { _ in files }),
                       ticketKeys: TicketKeys.load(snapshot.tls), acme: acme)
     }
 
@@ -70,20 +70,46 @@ import GatehouseConfig
         return (selection, TLSServer.isACMEValidation(ssl))
     }
 
-    /// Installed by the ACME thread: served at once, by primary name, and
-    /// refused again once removed.
-    @Test func installedCertificateIsServedWithoutReload() throws {
+    /// Written to storage by the ACME thread, which then says so: served at
+    /// once (no reload); until it says so, the pending answer is cached (no
+    /// stat per handshake); a domain with one of its two files is served.
+    @Test func certificateInStorageIsServedOnceAnnouncedWithoutReload() throws {
+        let dir = try TemporaryDirectory()
+        let ecdsa = dir.path + "/ecdsa.pem", rsa = dir.path + "/rsa.pem"
         let acme = ACMECertificates()
-        let server = try makeServer(acme)
-        guard case .refuse = try select(server, "pending.test", alpn: nil).0 else { Issue.record("selected before install"); return }
-        acme.install(primaryName: "pending.test", credentials: [try selfSigned("pending.test")])
+        let server = try makeServer(acme, files: [ecdsa, rsa])
+        guard case .refuse = try select(server, "pending.test", alpn: nil).0 else { Issue.record("selected before issuance"); return }
+        try selfSignedPEM("pending.test").write(to: URL(fileURLWithPath: ecdsa))
+        guard case .refuse = try select(server, "pending.test", alpn: nil).0 else { Issue.record("file seen before it was announced"); return }
+        acme.certificateChanged(primaryName: "pending.test")
         guard case .selected(0) = try select(server, "PENDING.test.", alpn: ["h2", "http/1.1"]).0 else {
-            Issue.record("not selected after install"); return
+            Issue.record("not selected after the announcement"); return
         }
-        #expect(acme.credentials(primaryName: "pending.test").count == 1)
-        acme.remove(primaryName: "pending.test")
+        #expect(server.store.credentials(for: 0).count == 1, "served with the one file that exists")
+        #expect(server.store.loadCount == 1)
+        // Renewed: the new file replaces the old at the next handshake.
+        let before = server.store.credentials(for: 0)[0]
+        try selfSignedPEM("pending.test").write(to: URL(fileURLWithPath: ecdsa))
+        acme.certificateChanged(primaryName: "pending.test")
+        #expect(server.store.credentials(for: 0)[0] !== before)
+        try FileManager.default.removeItem(atPath: ecdsa)
+        acme.certificateChanged(primaryName: "pending.test")
         guard case .refuse(let alert) = try select(server, "pending.test", alpn: nil).0 else { Issue.record("selected after removal"); return }
         #expect(alert == Int32(SSL_AD_UNRECOGNIZED_NAME))
+        #expect(server.store.failureCount == 0)
+    }
+
+    /// A reload's new store keeps what the old one loaded for the same files.
+    @Test func reloadCarriesTheLoadedCertificateOver() throws {
+        let dir = try TemporaryDirectory()
+        let ecdsa = dir.path + "/ecdsa.pem"
+        try selfSignedPEM("pending.test").write(to: URL(fileURLWithPath: ecdsa))
+        let acme = ACMECertificates()
+        let first = CredentialStore(snapshot: snapshot, acme: acme, acmeFiles: { _ in [ecdsa] })
+        #expect(first.credentials(for: 0).count == 1)
+        let second = CredentialStore(snapshot: snapshot, previous: first, acme: acme, acmeFiles: { _ in [ecdsa] })
+        #expect(second.credentials(for: 0).first === first.credentials(for: 0).first)
+        #expect(second.loadCount == 0)
     }
 
     /// RFC 8737 §3: only a ClientHello offering exactly acme-tls/1, for an
@@ -95,7 +121,7 @@ import GatehouseConfig
         guard case .refuse(let alert) = try select(server, "pending.test", alpn: ["acme-tls/1"]).0, alert == noProtocol else {
             Issue.record("validation without a challenge was not refused with no_application_protocol"); return
         }
-        acme.publishTLSALPN01(name: "pending.test", credentials: try selfSigned("pending.test"))
+        acme.publishTLSALPN01(name: "pending.test", credentials: try CredentialLoader.load(pem: Array(selfSignedPEM("pending.test")), source: "test"))
         let (selection, validation) = try select(server, "Pending.Test", alpn: ["acme-tls/1"])
         guard case .selected = selection, validation else { Issue.record("validation handshake not selected"); return }
         // Beside another protocol: an ordinary (pending, so refused) handshake.
@@ -130,19 +156,26 @@ import GatehouseConfig
     }
 }
 
-/// A P-256 certificate and its key as one PEM, made by the openssl CLI, loaded
-/// the way ACME storage files are.
-func selfSigned(_ name: String) throws -> Credentials {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gh-tls-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+/// A P-256 certificate and its key as one PEM, made by the openssl CLI: what
+/// ACME storage holds per key type.
+func selfSignedPEM(_ name: String) throws -> Data {
+    let dir = try TemporaryDirectory()
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    p.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/k.pem",
-                   "-out", dir + "/c.pem", "-days", "1", "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name)"]
+    p.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.path + "/k.pem",
+                   "-out", dir.path + "/c.pem", "-days", "1", "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name)"]
     p.standardError = FileHandle.nullDevice
     try p.run()
     p.waitUntilExit()
-    let pem = try Data(contentsOf: URL(fileURLWithPath: dir + "/c.pem")) + Data(contentsOf: URL(fileURLWithPath: dir + "/k.pem"))
-    return try CredentialLoader.load(pem: Array(pem), source: "test")
+    return try Data(contentsOf: URL(fileURLWithPath: dir.path + "/c.pem")) + Data(contentsOf: URL(fileURLWithPath: dir.path + "/k.pem"))
+}
+
+/// Removed with the value.
+final class TemporaryDirectory {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("gh-tls-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
 }

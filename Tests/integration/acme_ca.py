@@ -1,0 +1,116 @@
+"""A real ACME CA on loopback for the tests: Debian's pebble, with
+pebble-challtestsrv as its DNS server answering every name with 127.0.0.1,
+so the CA's validations reach the Gatehouse under test. Pebble's default of
+rejecting 5 % of nonces stays on. Debian's package ships no certificate for
+pebble's own HTTPS listener: one is made here, and `trust` points at its CA."""
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from harness import _openssl, _track, free_port, port_accepts, stop_process
+
+PEBBLE = "/usr/bin/pebble"
+CHALLTESTSRV = "/usr/bin/pebble-challtestsrv"
+
+
+def installed():
+    return os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK)
+
+
+class Pebble:
+    """pebble validating against `http_port` (http-01) and `https_port`
+    (tls-alpn-01) on 127.0.0.1. `validity`: certificate lifetime in seconds
+    (pebble's certificateValidityPeriod), for renewal tests."""
+
+    def __init__(self, http_port, https_port, validity=None, authz_reuse=None):
+        self.dir = tempfile.mkdtemp(prefix="gatehouse-pebble-")
+        self.trust = os.path.join(self.dir, "ca.pem")
+        d = self.dir
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", d + "/ca.key", "-out", self.trust, "-days", "2", "-subj", "/CN=Gatehouse test CA for pebble",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", d + "/pebble.key", "-out", d + "/pebble.csr", "-subj", "/CN=localhost")
+        with open(d + "/pebble.ext", "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        _openssl("x509", "-req", "-in", d + "/pebble.csr", "-CA", self.trust, "-CAkey", d + "/ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", d + "/pebble.pem", "-extfile", d + "/pebble.ext")
+        self.dns_port = free_port()
+        self.dns_management = free_port()
+        self.dns = _track(subprocess.Popen(
+            [CHALLTESTSRV, "-dns01", "127.0.0.1:%d" % self.dns_port, "-http01", "", "-https01", "",
+             "-tlsalpn01", "", "-management", "127.0.0.1:%d" % self.dns_management,
+             "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+            stdout=open(d + "/challtestsrv.log", "wb"), stderr=subprocess.STDOUT))
+        self.port = free_port()
+        self.management = free_port()
+        config = {"pebble": {
+            "listenAddress": "127.0.0.1:%d" % self.port,
+            "managementListenAddress": "127.0.0.1:%d" % self.management,
+            "certificate": d + "/pebble.pem", "privateKey": d + "/pebble.key",
+            "httpPort": http_port, "tlsPort": https_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+        if validity is not None:
+            config["pebble"]["certificateValidityPeriod"] = validity
+        with open(d + "/pebble.json", "w") as f:
+            json.dump(config, f)
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1")
+        if authz_reuse is not None:
+            env["PEBBLE_AUTHZREUSE"] = str(authz_reuse)
+        self.log_path = d + "/pebble.log"
+        self.proc = _track(subprocess.Popen(
+            [PEBBLE, "-config", d + "/pebble.json", "-dnsserver", "127.0.0.1:%d" % self.dns_port],
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, env=env))
+        deadline = time.time() + 20
+        while time.time() < deadline and not (port_accepts(self.port) and port_accepts(self.management)
+                                              and port_accepts(self.dns_management)):
+            if self.proc.poll() is not None or self.dns.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not (port_accepts(self.port) and port_accepts(self.management)):
+            log = self.log()
+            self.stop()
+            raise RuntimeError("pebble did not start:\n" + log)
+
+    def map_name(self, name, address):
+        """DNS for `name` answers `address` (instead of 127.0.0.1) from now on."""
+        body = json.dumps({"host": name, "addresses": [address]}).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d/add-a" % self.dns_management, data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
+    @property
+    def directory(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def root_pem(self):
+        """The root pebble signs with (made at its start): what a visitor would trust."""
+        ctx = ssl.create_default_context(cafile=self.trust)
+        with urllib.request.urlopen("https://127.0.0.1:%d/roots/0" % self.management, context=ctx, timeout=10) as r:
+            return r.read().decode()
+
+    def root_file(self):
+        path = os.path.join(self.dir, "issuer-root.pem")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(self.root_pem())
+        return path
+
+    def orders_created(self):
+        """How many new orders pebble accepted (its log says so per order)."""
+        return self.log().count("POST /order-plz")
+
+    def stop(self):
+        stop_process(self.proc)
+        stop_process(self.dns)
+        shutil.rmtree(self.dir, ignore_errors=True)

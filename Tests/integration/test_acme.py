@@ -1,0 +1,273 @@
+"""Automatic certificates (issue 15) against a real ACME CA: Debian's pebble,
+its DNS (pebble-challtestsrv) answering every name with 127.0.0.1, so its
+validations reach the Gatehouse under test on its own listeners. Pebble
+rejects 5 % of nonces, as it does by default."""
+
+import json
+import os
+import re
+import socket
+import ssl
+import stat
+import subprocess
+import threading
+import time
+import unittest
+
+import acme_ca
+from harness import (Env, SampleApp, http_get, require_binary, run_gatehouse, stop_process, toml_table)
+from test_acme_config import acme_domain
+
+ISSUE_TIMEOUT = 60
+
+
+def served_certificate(port, name, cafile, timeout=2.0):
+    """(der, peer dict) of the certificate a verified handshake for `name` gets."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            return s.getpeercert(binary_form=True), s.getpeercert()
+
+
+def wait_for_certificate(port, name, cafile, timeout=ISSUE_TIMEOUT, other_than=None):
+    """The DER of the first verified certificate for `name` (different from
+    `other_than` when given); fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            der, _ = served_certificate(port, name, cafile)
+            if der != other_than:
+                return der
+            last = "still the previous certificate"
+        except (OSError, ssl.SSLError) as e:
+            last = e
+        time.sleep(0.2)
+    raise AssertionError("no certificate for %s within %d s (last: %s)" % (name, timeout, last))
+
+
+def x509_text(der):
+    return subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-text"], input=der,
+                          capture_output=True, check=True).stdout.decode()
+
+
+def sans(der):
+    return sorted(re.findall(r"DNS:([^,\s]+)", x509_text(der)))
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+class ACMEEnv:
+    """pebble + one Gatehouse with an [acme] table; ports chosen first, since
+    pebble validates against Gatehouse's listeners."""
+
+    def __init__(self, challenges, validity=None, authz_reuse=None, storage=None):
+        require_binary()
+        if not acme_ca.installed():
+            raise unittest.SkipTest("pebble is not installed (apt install pebble)")
+        self.env = Env()
+        self.https = self.env.listener("https")
+        self.http = self.env.listener("http", https_port=self.https)
+        self.pebble = acme_ca.Pebble(self.http, self.https, validity=validity, authz_reuse=authz_reuse)
+        self.storage = storage or os.path.join(self.env.dir, "acme")
+        self.acme = {"directory": self.pebble.directory, "contact": "mailto:ops@gatehouse.test",
+                     "storage": self.storage, "trust": self.pebble.trust, "challenges": challenges}
+        self.app = self.env.backend("app")
+
+    def domain(self, filename, names, **opts):
+        return acme_domain(self.env, filename, names, self.app, **opts)
+
+    def start(self, **config):
+        return self.env.start(extra_sections={"acme": self.acme}, **config)
+
+    def root(self):
+        return self.pebble.root_file()
+
+    def close(self):
+        self.env.close()
+        self.pebble.stop()
+
+
+class TLSALPNIssuance(unittest.TestCase):
+    """tls-alpn-01 only: the CA's validation handshakes reach the https listener."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.a = ACMEEnv(["tls-alpn-01"])
+        cls.addClassCleanup(cls.a.close)
+        cls.a.domain("shop.toml", ["shop.test", "www.shop.test"])
+        cls.a.domain("old.toml", ["old.test"], tls_profile="legacy")
+        cls.a.env.domain("files.toml", ["files.test"], cls.a.app)
+        # Before the start: the first 503 must be seen before any issuance.
+        cls.a.start()
+        cls.pending_answer = http_get(cls.a.http, "shop.test", "/before")
+
+    def test_pending_domain_answers_503_until_issued_then_redirects(self):
+        self.assertIn(self.pending_answer.status, (503, 301), self.pending_answer.summary())
+        wait_for_certificate(self.a.https, "shop.test", self.a.root())
+        r = http_get(self.a.http, "shop.test", "/after")
+        self.assertEqual(r.status, 301, r.summary())
+
+    def test_certificate_covers_every_name_and_verifies_against_the_ca(self):
+        der = wait_for_certificate(self.a.https, "shop.test", self.a.root())
+        self.assertEqual(sans(der), ["shop.test", "www.shop.test"])
+        again = wait_for_certificate(self.a.https, "www.shop.test", self.a.root())
+        self.assertEqual(again, der, "one certificate per domain file")
+        # The request reaches the app over the new certificate.
+        ctx = ssl.create_default_context(cafile=self.a.root())
+        with socket.create_connection(("127.0.0.1", self.a.https), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="shop.test") as s:
+                s.sendall(b"GET /acme-served HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:200])
+
+    def test_storage_is_private(self):
+        wait_for_certificate(self.a.https, "shop.test", self.a.root())
+        st = self.a.storage
+        self.assertEqual(mode(st), 0o700)
+        for sub in ("account", "certificates", "certificates/shop.test"):
+            self.assertEqual(mode(os.path.join(st, sub)), 0o700, sub)
+        for f in ("account/key.pem", "certificates/shop.test/ecdsa.pem"):
+            self.assertEqual(mode(os.path.join(st, f)), 0o600, f)
+        with open(os.path.join(st, "certificates/shop.test/ecdsa.pem")) as f:
+            pem = f.read()
+        self.assertIn("PRIVATE KEY", pem)
+        self.assertEqual(pem.count("BEGIN CERTIFICATE"), 2, "leaf and intermediate")
+
+    def test_legacy_domain_gets_an_rsa_certificate_as_well(self):
+        ecdsa = wait_for_certificate(self.a.https, "old.test", self.a.root())
+        self.assertIn("id-ecPublicKey", x509_text(ecdsa))
+        deadline = time.monotonic() + ISSUE_TIMEOUT
+        path = os.path.join(self.a.storage, "certificates/old.test/rsa.pem")
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertTrue(os.path.exists(path), "no RSA certificate in storage")
+        # A client that signs only with RSA gets the RSA certificate.
+        ctx = ssl.create_default_context(cafile=self.a.root())
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        with socket.create_connection(("127.0.0.1", self.a.https), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="old.test") as s:
+                der = s.getpeercert(binary_form=True)
+        self.assertIn("rsaEncryption", x509_text(der))
+
+    def test_validation_handshake_never_reaches_an_ordinary_domain(self):
+        """ALPN acme-tls/1 for a domain with files of its own: refused (RFC 8737 §3)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["acme-tls/1"])
+        with socket.create_connection(("127.0.0.1", self.a.https), timeout=5) as raw:
+            with self.assertRaises(ssl.SSLError) as caught:
+                ctx.wrap_socket(raw, server_hostname="files.test")
+        self.assertIn("NO_APPLICATION_PROTOCOL", str(caught.exception).upper())
+
+    def test_status_command_lists_each_acme_domain(self):
+        wait_for_certificate(self.a.https, "shop.test", self.a.root())
+        r = run_gatehouse("acme", "status", "-c", self.a.env.config_path, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = {line.split()[0]: line for line in r.stdout.splitlines() if line and not line.startswith("DOMAIN")}
+        self.assertIn("shop.test", lines, r.stdout)
+        self.assertIn("valid", lines["shop.test"])
+        self.assertIn("www.shop.test", lines["shop.test"])
+        self.assertIn("old.test", lines)
+        self.assertNotIn("files.test", lines, "only ACME domains are listed")
+
+
+class HTTP01Issuance(unittest.TestCase):
+    """http-01 only: the CA fetches the token from the http listener."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.a = ACMEEnv(["http-01"])
+        cls.addClassCleanup(cls.a.close)
+        cls.a.domain("blog.toml", ["blog.test", "www.blog.test"])
+        cls.a.start()
+
+    def test_issued_over_http01_and_tokens_removed_afterwards(self):
+        der = wait_for_certificate(self.a.https, "blog.test", self.a.root())
+        self.assertEqual(sans(der), ["blog.test", "www.blog.test"])
+        directory = os.path.join(self.a.storage, "challenges", "http-01")
+        deadline = time.monotonic() + 10
+        while os.path.isdir(directory) and os.listdir(directory) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(os.listdir(directory) if os.path.isdir(directory) else [], [],
+                         "challenge tokens left in storage")
+
+    def test_a_token_gatehouse_did_not_issue_reaches_the_app(self):
+        token = "customer-certbot-token-0123456789"
+        r = http_get(self.a.http, "blog.test", "/.well-known/acme-challenge/" + token)
+        self.assertEqual(r.status, 200, r.summary())
+        seen = [x["line"] for x in self.a.app.request_log()["requests"] if token in x["line"]]
+        self.assertTrue(seen, "the app never saw the customer's own token")
+
+
+class RestartAndFailures(unittest.TestCase):
+    """One storage across a restart; a domain whose DNS points elsewhere."""
+
+    def test_restart_reuses_storage_and_a_broken_domain_fails_alone(self):
+        a = ACMEEnv(["tls-alpn-01", "http-01"])
+        self.addCleanup(a.close)
+        a.pebble.map_name("nowhere.test", "127.0.0.2")   # nothing listens there
+        a.domain("good.toml", ["good.test"])
+        a.domain("nowhere.toml", ["nowhere.test"])
+        a.start()
+        first = wait_for_certificate(a.https, "good.test", a.root())
+        backoff = os.path.join(a.storage, "certificates/nowhere.test/backoff.json")
+        deadline = time.monotonic() + ISSUE_TIMEOUT
+        while not os.path.exists(backoff) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertTrue(os.path.exists(backoff), "no backoff recorded for the failing domain")
+        with open(backoff) as f:
+            state = json.load(f)
+        self.assertGreaterEqual(state["failures"], 1)
+        self.assertGreater(state["nextAttempt"], time.time() + 30, "backs off at least about a minute")
+        log = a.env.gatehouse.stderr()
+        failures = [line for line in log.splitlines() if "nowhere.test" in line and "fail" in line]
+        self.assertTrue(failures, log)
+        self.assertTrue(any("urn:ietf:params:acme:error" in line for line in failures),
+                        "the CA's problem is in the log line: %r" % failures)
+        with self.assertRaises((ssl.SSLError, OSError)):
+            served_certificate(a.https, "nowhere.test", a.root())
+        orders = a.pebble.orders_created()
+
+        # Restart on the same storage: served at once, no new order, and the
+        # failing domain is not retried before its backoff ends.
+        a.env.gatehouse.stop()
+        a.env.start(write=False)
+        der, _ = served_certificate(a.https, "good.test", a.root())
+        self.assertEqual(der, first)
+        time.sleep(3)
+        self.assertEqual(a.pebble.orders_created(), orders, "a restart ordered again")
+
+
+class Renewal(unittest.TestCase):
+    """90-second certificates: renewed at two thirds of their lifetime, served
+    before the old one expires, without a restart."""
+
+    def test_renewed_before_expiry_without_restart(self):
+        a = ACMEEnv(["tls-alpn-01"], validity=90, authz_reuse=0)
+        self.addCleanup(a.close)
+        a.domain("short.toml", ["short.test"])
+        a.start()
+        pid = a.env.gatehouse.proc.pid
+        first = wait_for_certificate(a.https, "short.test", a.root())
+        issued_at = time.monotonic()
+        second = wait_for_certificate(a.https, "short.test", a.root(), timeout=80, other_than=first)
+        elapsed = time.monotonic() - issued_at
+        self.assertNotEqual(first, second)
+        self.assertLess(elapsed, 85, "renewed only after the old certificate expired")
+        self.assertGreater(elapsed, 40, "renewed long before two thirds of the lifetime")
+        self.assertEqual(a.env.gatehouse.proc.pid, pid)
+        self.assertTrue(a.env.gatehouse.alive())
+
+
+if __name__ == "__main__":
+    unittest.main()
