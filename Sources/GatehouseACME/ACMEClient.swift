@@ -98,8 +98,9 @@ public final class ACMEClient {
     }
 
     /// A signed POST (`payload` nil: POST-as-GET, §6.3). Any status below
-    /// 400 is returned; problems are thrown as ACMERequestError.
-    public func post(_ url: String, payload: [UInt8]?, useJWK: Bool = false) throws -> HTTPResponse {
+    /// 400 is returned; problems are thrown as ACMERequestError. `accept`:
+    /// the Accept field (the certificate chain's media type, §7.4.2).
+    public func post(_ url: String, payload: [UInt8]?, useJWK: Bool = false, accept: String? = nil) throws -> HTTPResponse {
         var attempts = 0
         while true {
             let nonce = try self.nonce.take() ?? freshNonce()
@@ -110,7 +111,7 @@ public final class ACMEClient {
                 keyIdentifier = .kid(accountURL!)
             }
             let jws = try JWS.sign(payload: payload, url: url, nonce: nonce, key: accountKey, keyIdentifier: keyIdentifier)
-            let response = try http.post(url, jose: jws.body())
+            let response = try http.post(url, jose: jws.body(), accept: accept)
             self.nonce = response.replayNonce
             if response.status < 400 { return response }
             let error = requestError(url, response)
