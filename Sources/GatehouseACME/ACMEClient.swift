@@ -27,11 +27,20 @@ public struct ACMEProblem: Decodable, Sendable, Equatable, CustomStringConvertib
     public let type: String
     public let detail: String?
     public let status: Int?
+    /// §6.7.1: one problem per identifier when only some failed (an order
+    /// refusing a name); each names its identifier.
+    public let subproblems: [ACMEProblem]?
+    public let identifier: ACMEIdentifier?
 
     public static let badNonce = "urn:ietf:params:acme:error:badNonce"
     public static let rateLimited = "urn:ietf:params:acme:error:rateLimited"
 
-    public var description: String { "\(type)\(detail.map { ": \($0)" } ?? "")" }
+    /// One line: the subproblems follow, each with its name.
+    public var description: String {
+        var text = (identifier.map { "\($0.value): " } ?? "") + type + (detail.map { ": \($0)" } ?? "")
+        for sub in subproblems ?? [] { text += "; \(sub)" }
+        return text
+    }
 }
 
 /// The account object (RFC 8555 §7.1.2), the parts Gatehouse reads.

@@ -42,4 +42,23 @@ import Testing
                                         problem: authorization.failedChallenge?.error, timedOut: false)
         #expect(error.description == "authorization for www.example.org invalid, http-01: urn:ietf:params:acme:error:connection: refused (https://example.com/acme/authz/1)")
     }
+
+    /// RFC 8555 §6.7.1's example: the subproblems name their identifiers,
+    /// all on one line.
+    @Test func subproblems() throws {
+        let json = #"""
+            {"type": "urn:ietf:params:acme:error:malformed",
+             "detail": "Some of the identifiers requested were rejected",
+             "subproblems": [
+               {"type": "urn:ietf:params:acme:error:malformed", "detail": "Invalid underscore in DNS name \"_example.org\"",
+                "identifier": {"type": "dns", "value": "_example.org"}},
+               {"type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": "This CA will not issue for \"example.net\"",
+                "identifier": {"type": "dns", "value": "example.net"}}]}
+            """#
+        let problem = try JSONDecoder().decode(ACMEProblem.self, from: Data(json.utf8))
+        #expect(problem.subproblems?.map(\.identifier?.value) == ["_example.org", "example.net"])
+        #expect(problem.description == #"urn:ietf:params:acme:error:malformed: Some of the identifiers requested were rejected; "#
+            + #"_example.org: urn:ietf:params:acme:error:malformed: Invalid underscore in DNS name "_example.org"; "#
+            + #"example.net: urn:ietf:params:acme:error:rejectedIdentifier: This CA will not issue for "example.net""#)
+    }
 }
