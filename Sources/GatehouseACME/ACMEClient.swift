@@ -27,11 +27,20 @@ public struct ACMEProblem: Decodable, Sendable, Equatable, CustomStringConvertib
     public let type: String
     public let detail: String?
     public let status: Int?
+    /// §6.7.1: one problem per identifier when only some failed (an order
+    /// refusing a name); each names its identifier.
+    public let subproblems: [ACMEProblem]?
+    public let identifier: ACMEIdentifier?
 
     public static let badNonce = "urn:ietf:params:acme:error:badNonce"
     public static let rateLimited = "urn:ietf:params:acme:error:rateLimited"
 
-    public var description: String { "\(type)\(detail.map { ": \($0)" } ?? "")" }
+    /// One line: the subproblems follow, each with its name.
+    public var description: String {
+        var text = (identifier.map { "\($0.value): " } ?? "") + type + (detail.map { ": \($0)" } ?? "")
+        for sub in subproblems ?? [] { text += "; \(sub)" }
+        return text
+    }
 }
 
 /// The account object (RFC 8555 §7.1.2), the parts Gatehouse reads.
@@ -98,8 +107,9 @@ public final class ACMEClient {
     }
 
     /// A signed POST (`payload` nil: POST-as-GET, §6.3). Any status below
-    /// 400 is returned; problems are thrown as ACMERequestError.
-    public func post(_ url: String, payload: [UInt8]?, useJWK: Bool = false) throws -> HTTPResponse {
+    /// 400 is returned; problems are thrown as ACMERequestError. `accept`:
+    /// the Accept field (the certificate chain's media type, §7.4.2).
+    public func post(_ url: String, payload: [UInt8]?, useJWK: Bool = false, accept: String? = nil) throws -> HTTPResponse {
         var attempts = 0
         while true {
             let nonce = try self.nonce.take() ?? freshNonce()
@@ -110,7 +120,7 @@ public final class ACMEClient {
                 keyIdentifier = .kid(accountURL!)
             }
             let jws = try JWS.sign(payload: payload, url: url, nonce: nonce, key: accountKey, keyIdentifier: keyIdentifier)
-            let response = try http.post(url, jose: jws.body())
+            let response = try http.post(url, jose: jws.body(), accept: accept)
             self.nonce = response.replayNonce
             if response.status < 400 { return response }
             let error = requestError(url, response)

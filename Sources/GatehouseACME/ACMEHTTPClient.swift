@@ -139,8 +139,10 @@ public final class ACMEHTTPClient {
     }
 
     /// A JWS body (RFC 8555 §6.2: Content-Type application/jose+json).
-    public func post(_ url: String, jose body: [UInt8]) throws(ACMEError) -> HTTPResponse {
-        try perform(url, method: .post(body))
+    /// `accept` asks for a media type: the certificate chain is
+    /// application/pem-certificate-chain (§7.4.2).
+    public func post(_ url: String, jose body: [UInt8], accept: String? = nil) throws(ACMEError) -> HTTPResponse {
+        try perform(url, method: .post(body), accept: accept)
     }
 
     enum Method { case get, head, post([UInt8]) }
@@ -154,7 +156,7 @@ public final class ACMEHTTPClient {
         init(limit: Int) { self.limit = limit }
     }
 
-    private func perform(_ url: String, method: Method) throws(ACMEError) -> HTTPResponse {
+    private func perform(_ url: String, method: Method, accept: String? = nil) throws(ACMEError) -> HTTPResponse {
         // Options are set afresh each time; the connection cache survives.
         curl_easy_reset(curl)
         errorBuffer[0] = 0
@@ -186,11 +188,18 @@ public final class ACMEHTTPClient {
         set(gh_curl_setopt_pointer(curl, CURLOPT_WRITEDATA, context.toOpaque()))
         set(gh_curl_setopt_callback(curl, CURLOPT_HEADERFUNCTION, Self.onHeader))
         set(gh_curl_setopt_pointer(curl, CURLOPT_HEADERDATA, context.toOpaque()))
+        // A header value must not end the line early (no CR or LF).
+        if let accept {
+            guard !accept.utf8.contains(where: { $0 == 0x0d || $0 == 0x0a }) else { throw ACMEError("\(url): Accept with a line break") }
+            fields = curl_slist_append(fields, "Accept: " + accept)
+        }
         switch method {
         case .get:
             set(gh_curl_setopt_long(curl, CURLOPT_HTTPGET, 1))
+            set(gh_curl_setopt_slist(curl, CURLOPT_HTTPHEADER, fields))
         case .head:
             set(gh_curl_setopt_long(curl, CURLOPT_NOBODY, 1))
+            set(gh_curl_setopt_slist(curl, CURLOPT_HTTPHEADER, fields))
         case .post(let body):
             fields = curl_slist_append(fields, "Content-Type: application/jose+json")
             // Without this curl waits for 100 Continue before a body over 1 KiB.

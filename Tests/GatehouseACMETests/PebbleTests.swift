@@ -16,7 +16,13 @@ final class Pebble {
     static let binary = "/usr/bin/pebble"
     static var installed: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    init() throws {
+    /// pebble's management interface: /roots/0 is the root of its chains.
+    private(set) var managementPort = 0
+
+    /// `challenges`: validate against that pebble-challtestsrv (its DNS
+    /// resolves every name to 127.0.0.1; its HTTP-01 and TLS-ALPN-01 ports
+    /// are the ones pebble connects to). `environment`: more PEBBLE_*.
+    init(challenges: ChallTestSrv? = nil, environment: [String: String] = [:]) throws {
         scratch = try Scratch()
         let d = scratch.path
         try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", d + "/ca.key",
@@ -34,7 +40,8 @@ final class Pebble {
             let config = """
                 {"pebble": {"listenAddress": "127.0.0.1:\(port)", "managementListenAddress": "127.0.0.1:\(management)",
                  "certificate": "\(d)/pebble.pem", "privateKey": "\(d)/pebble.key",
-                 "httpPort": \(Self.freePort()), "tlsPort": \(Self.freePort()), "ocspResponderURL": "",
+                 "httpPort": \(challenges?.http01Port ?? Self.freePort()), "tlsPort": \(challenges?.tlsALPN01Port ?? Self.freePort()),
+                 "ocspResponderURL": "",
                  "externalAccountBindingRequired": false}}
                 """
             try scratch.write("pebble.json", Array(config.utf8))
@@ -42,9 +49,10 @@ final class Pebble {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Self.binary)
-            process.arguments = ["-config", d + "/pebble.json"]
+            process.arguments = ["-config", d + "/pebble.json"] + (challenges.map { ["-dnsserver", "127.0.0.1:\($0.dnsPort)"] } ?? [])
             var env = ProcessInfo.processInfo.environment
             env["PEBBLE_VA_NOSLEEP"] = "1"
+            env.merge(environment) { $1 }
             process.environment = env
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             process.standardOutput = handle
@@ -55,6 +63,7 @@ final class Pebble {
             if process.isRunning, Self.accepts(port) {
                 self.process = process
                 self.port = port
+                self.managementPort = management
                 self.log = log
                 return
             }
