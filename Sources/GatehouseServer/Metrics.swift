@@ -23,6 +23,8 @@ enum MetricsText {
         /// Domains with at least one handshake: (primary name, counts by version).
         var domainHandshakes: [(name: String, counts: [UInt64])] = []
         var certificates = (loaded: 0, capacity: 0, loads: 0, failures: 0)
+        /// nil without `[acme]`.
+        var acme: ACMEReport?
     }
 
     static func collect(_ stats: [WorkerStats], runtime: ProxyRuntime) -> Snapshot {
@@ -128,6 +130,18 @@ enum MetricsText {
         family("gatehouse_reloads_total", "counter", "Configuration reloads (SIGHUP) by result.", [
             ("{result=\"success\"}", String(s.reloads.succeeded)), ("{result=\"failure\"}", String(s.reloads.failed)),
         ])
+        family("gatehouse_acme_challenges_answered_total", "counter", "ACME validations Gatehouse answered, by challenge type.", [
+            ("{type=\"http-01\"}", n(.acmeChallengesAnswered)), ("{type=\"tls-alpn-01\"}", n(.acmeValidationHandshakes)),
+        ])
+        if let acme = s.acme {
+            family("gatehouse_acme_orders_total", "counter", "ACME orders (one per domain file and attempt) by outcome.", [
+                ("{outcome=\"issued\"}", String(acme.ordersIssued)), ("{outcome=\"failed\"}", String(acme.ordersFailed)),
+            ])
+            family("gatehouse_acme_domains_waiting", "gauge", "acme = true domains still waiting for their first certificate.",
+                   [("", String(acme.waitingForFirst))])
+            family("gatehouse_acme_certificate_expiry_seconds", "gauge", "Seconds until each ACME domain's certificate expires.",
+                   acme.expiry.map { ("{domain=\"\($0.name)\"}", String($0.seconds)) })
+        }
         return out
     }
 }
@@ -143,6 +157,8 @@ final class MetricsEndpoint {
     /// The running runtime; replaced by the control thread on reload.
     var runtime: ProxyRuntime
     var reloads = (succeeded: 0, failed: 0)
+    /// Set once the ACME threads run.
+    var acme: ACMEService?
     /// Set by the control thread when SIGTERM arrives.
     var draining = false
 
@@ -210,6 +226,7 @@ final class MetricsEndpoint {
                 contentType = "text/plain; version=0.0.4; charset=utf-8"
                 var snapshot = MetricsText.collect(stats, runtime: runtime)
                 snapshot.reloads = reloads
+                snapshot.acme = acme?.status
                 body = MetricsText.render(snapshot)
             } else if path.elementsEqual("/healthz".utf8) {
                 // Draining: a balancer stops sending new connections while

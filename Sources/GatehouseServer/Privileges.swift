@@ -8,7 +8,10 @@ import GatehouseLog
 /// (nginx's model, without a master that stays root). Under systemd the unit
 /// already runs as `gatehouse` with CAP_NET_BIND_SERVICE, and this does nothing.
 enum Privileges {
-    static func drop(_ settings: PrivilegeSettings, mainFile: String) throws(StartupError) {
+    /// `handOver`: directories made while root that the process writes
+    /// later as `user` (ACME storage, created 0700 by the configuration
+    /// loader): given to `user` when root owns them.
+    static func drop(_ settings: PrivilegeSettings, mainFile: String, handOver: [String] = []) throws(StartupError) {
         guard geteuid() == 0 else {
             if let user = settings.user {
                 Log.warning("\(mainFile): user: \"\(user)\" ignored: not started as root")
@@ -35,6 +38,13 @@ enum Privileges {
         }
         guard uid != 0 else {
             throw StartupError(description: "\(mainFile): user: \"\(user)\" is root; name an unprivileged user")
+        }
+        for path in handOver {
+            var st = stat()
+            guard stat(path, &st) == 0, st.st_uid == 0 else { continue }
+            guard chown(path, uid, gid) == 0 else {
+                throw StartupError(description: "\(mainFile): cannot give \(path) to user \"\(user)\": \(String(cString: strerror(errno)))")
+            }
         }
         // Order matters: supplementary groups and gid while still root, uid last.
         guard setgroups(0, nil) == 0, setgid(gid) == 0, setuid(uid) == 0 else {

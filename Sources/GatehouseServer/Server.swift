@@ -32,6 +32,7 @@ public final class Server {
     /// ACME: one state for the life of the process, shared by every runtime.
     private let acmeSource = ACMEStorageSource()
     private let acmeCertificates: ACMECertificates
+    private var acme: ACMEService?
 
     public init(configPath: String) {
         // Before any event_base exists: lets other threads wake a worker's loop.
@@ -76,7 +77,7 @@ public final class Server {
         // size), so root-only key files work; later loads (reload, cache
         // misses) run as `user` and need read access.
         if geteuid() == 0, snapshot.privileges.user != nil { runtime.tls.store.preload() }
-        try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile)
+        try Privileges.drop(snapshot.privileges, mainFile: snapshot.mainFile, handOver: snapshot.acme.map { [$0.storage] } ?? [])
         installSignals()
         workerDoneEvent = event_new(control, -1, 0, ServerCallbacks.workerDone, Unmanaged.passUnretained(self).toOpaque())
         for w in workers { w.start(done: workerDoneEvent) }
@@ -84,9 +85,15 @@ public final class Server {
         Log.info("ready: \(snapshot.domains.count) domains, \(count) worker\(count == 1 ? "" : "s"), listening on \(listening)")
         notify.send("READY=1", status(snapshot))
         preloadInBackground(runtime.tls.store)
+        // After the privilege drop: storage files belong to the service user.
+        let acme = ACMEService(certificates: acmeCertificates)
+        acme.configure(snapshot)
+        self.acme = acme
+        metrics?.acme = acme
         event_base_dispatch(control)
         for w in workers { w.join() }
         preloader?.stop()
+        acme.stop()
         Log.info("stopped")
     }
 
@@ -153,6 +160,7 @@ public final class Server {
             for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
             runtime = next
             acmeSource.use(next.snapshot.acme)
+            acme?.configure(next.snapshot)
             for w in workers { w.adopt(next) }
             _ = gh_malloc_trim()
             metrics?.runtime = next

@@ -13,7 +13,7 @@ struct Gatehouse: ParsableCommand {
         commandName: "gatehouse",
         abstract: "A TLS-terminating reverse proxy for many domains.",
         version: GatehouseVersion.string,
-        subcommands: [Run.self, Check.self]
+        subcommands: [Run.self, Check.self, ACME.self]
     )
 }
 
@@ -75,5 +75,32 @@ struct Check: ParsableCommand {
     private func printError(_ line: String) {
         var text = line + "\n"
         text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+struct ACME: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "acme", abstract: "Automatic certificates (ACME).", subcommands: [Status.self])
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "One line per acme = true domain: names, state, expiry, next renewal, last error (read from storage).")
+        @OptionGroup var config: ConfigOption
+
+        func run() throws {
+            let snapshot: ConfigSnapshot
+            do {
+                snapshot = try ConfigLoader.load(path: config.path)
+            } catch {
+                for e in error.errors { Log.error(e.description) }
+                throw ExitCode(1)
+            }
+            guard snapshot.acme != nil else {
+                Log.error("\(snapshot.mainFile): no [acme] table: Gatehouse obtains no certificates")
+                throw ExitCode(1)
+            }
+            print(ACMEStatusReport.header)
+            for line in ACMEStatusReport.lines(snapshot) { print(line) }
+        }
     }
 }

@@ -10,6 +10,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -246,6 +247,114 @@ class RestartAndFailures(unittest.TestCase):
         self.assertEqual(der, first)
         time.sleep(3)
         self.assertEqual(a.pebble.orders_created(), orders, "a restart ordered again")
+
+
+class LatencyProbe:
+    """Keep-alive HTTPS requests to an ordinary domain in a loop, recording the
+    longest time any one took (a stall of the event loop shows up here)."""
+
+    def __init__(self, port, name, cafile):
+        self.port, self.name, self.cafile = port, name, cafile
+        self.longest = 0.0
+        self.requests = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        ctx = ssl.create_default_context(cafile=self.cafile)
+        request = ("GET /probe HTTP/1.1\r\nHost: %s\r\n\r\n" % self.name).encode()
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                    with ctx.wrap_socket(raw, server_hostname=self.name) as s:
+                        f = s.makefile("rb")
+                        while not self._stop.is_set():
+                            start = time.monotonic()
+                            s.sendall(request)
+                            status = f.readline()
+                            length = 0
+                            while True:
+                                line = f.readline()
+                                if line in (b"\r\n", b""):
+                                    break
+                                if line.lower().startswith(b"content-length:"):
+                                    length = int(line.split(b":")[1])
+                            f.read(length)
+                            self.longest = max(self.longest, time.monotonic() - start)
+                            self.requests += 1
+                            if not status.startswith(b"HTTP/1.1 200"):
+                                self.errors.append(status)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                self.errors.append(repr(e))
+                time.sleep(0.05)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(15)
+
+
+class ManyDomainsWhileServing(unittest.TestCase):
+    """50 domains issued while requests are being served: every one gets its
+    certificate, and no request waits on the ACME work."""
+
+    def test_fifty_domains_issued_while_serving(self):
+        a = ACMEEnv(["tls-alpn-01"])
+        self.addCleanup(a.close)
+        names = ["site%02d.test" % i for i in range(50)]
+        for n in names:
+            a.domain(n + ".toml", [n, "www." + n])
+        a.env.domain("files.toml", ["files.test"], a.app)
+        a.start()
+        probe = LatencyProbe(a.https, "files.test", a.env.ca.ca_pem)
+        self.addCleanup(probe.stop)
+        started = time.monotonic()
+        for n in names:
+            wait_for_certificate(a.https, n, a.root(), timeout=max(5, 180 - (time.monotonic() - started)))
+        elapsed = time.monotonic() - started
+        probe.stop()
+        self.assertFalse(probe.errors, probe.errors[:5])
+        self.assertGreater(probe.requests, 100)
+        sys.stderr.write("\n[acme] 50 domains issued in %.1f s; %d probe requests, longest %.1f ms\n"
+                         % (elapsed, probe.requests, probe.longest * 1000))
+        self.assertLess(probe.longest, 0.5, "a request waited %.0f ms during issuance" % (probe.longest * 1000))
+        self.assertEqual(a.pebble.orders_created(), 50, "one order per domain file")
+
+
+class Fleet(unittest.TestCase):
+    """Two instances share one storage directory: each domain is ordered once,
+    and both serve every certificate. The CA validates against the first
+    instance's listeners only, so a domain the second one ordered is answered
+    from storage by the first."""
+
+    def test_two_instances_order_each_domain_once_and_both_serve_it(self):
+        a = ACMEEnv(["tls-alpn-01", "http-01"])
+        self.addCleanup(a.close)
+        b = Env()
+        self.addCleanup(b.close)
+        b_https = b.listener("https")
+        b.listener("http", https_port=b_https)
+        names = ["fleet%d.test" % i for i in range(6)]
+        for n in names:
+            a.domain(n + ".toml", [n])
+            acme_domain(b, n + ".toml", [n], a.app)
+        a.start()
+        b.start(extra_sections={"acme": a.acme})
+        for n in names:
+            der = wait_for_certificate(a.https, n, a.root())
+            other = wait_for_certificate(b_https, n, a.root())
+            self.assertEqual(der, other, "%s: the instances serve different certificates" % n)
+        self.assertEqual(a.pebble.orders_created(), len(names), "a domain was ordered twice")
+        issued_a = a.env.gatehouse.stderr().count("certificate issued")
+        issued_b = b.gatehouse.stderr().count("certificate issued")
+        sys.stderr.write("\n[acme] fleet: instance A ordered %d, instance B %d\n" % (issued_a, issued_b))
+        self.assertEqual(issued_a + issued_b, len(names))
+        with open(os.path.join(a.storage, "account", "key.pem"), "rb") as f:
+            key = f.read()
+        self.assertEqual(len([x for x in os.listdir(os.path.join(a.storage, "account")) if x.endswith(".json")]), 1,
+                         "one account record")
+        self.assertIn(b"PRIVATE KEY", key)
 
 
 class Renewal(unittest.TestCase):

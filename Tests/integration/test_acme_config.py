@@ -3,8 +3,10 @@
 first certificate. No ACME server is involved: issuance comes later."""
 
 import os
+import re
 import ssl
 import stat
+import time
 import unittest
 
 from harness import (Env, GatehouseCase, http_get, https_get, require_binary, run_gatehouse,
@@ -181,9 +183,15 @@ class PendingACMEDomainTests(GatehouseCase):
         r = https_get(self.https, "pending.test", sni="a.test")
         self.assertGatehouseError(r, 421)
 
-    def test_startup_says_so(self):
-        log = self.env.gatehouse.stderr()
-        self.assertRegex(log, r"<4>warning: acme: 1 domain with acme = true wait")
+    def test_unreachable_ca_is_logged_and_retried_later(self):
+        """The CA refuses connections: one error line naming it and the next
+        attempt; the proxy serves on regardless."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "cannot set up the account" not in self.env.gatehouse.stderr():
+            time.sleep(0.1)
+        self.assertRegex(self.env.gatehouse.stderr(),
+                         r"<3>error: acme: cannot set up the account at %s: .*; next attempt in 60 s" % re.escape(DIRECTORY))
+        self.assertEqual(https_get(self.https, "a.test").status, 200)
 
     def test_storage_created(self):
         self.assertEqual(stat.S_IMODE(os.stat(self.storage).st_mode), 0o700)
@@ -194,8 +202,8 @@ class PendingACMEDomainTests(GatehouseCase):
         self.assertEqual(r.stdout.strip(), "OK, 2 domains")
 
     def test_http01_token_still_passed_through(self):
-        # Gatehouse answers no tokens of its own yet: a customer's own ACME
-        # client behind it keeps working.
+        # Not a token Gatehouse issued: a customer's own ACME client behind
+        # it keeps working.
         r = http_get(self.http, "pending.test", "/.well-known/acme-challenge/tok")
         self.assertEqual(r.status, 200, r.summary())
         self.assertEqual(r.body, b"acme:tok")
