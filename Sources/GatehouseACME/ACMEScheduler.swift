@@ -20,11 +20,16 @@ public struct ACMECertificateInfo: Sendable, Equatable {
     public var notBefore: Int64
     public var notAfter: Int64
     public var window: RenewalWindow?
+    /// The renewal time when the caller chose it (drawn from a generator
+    /// seeded by the certificate's serial, every instance of a fleet and
+    /// `acme status` agree on it); nil: the scheduler draws one.
+    public var renewalTime: Int64?
 
-    public init(notBefore: Int64, notAfter: Int64, window: RenewalWindow? = nil) {
+    public init(notBefore: Int64, notAfter: Int64, window: RenewalWindow? = nil, renewalTime: Int64? = nil) {
         self.notBefore = notBefore
         self.notAfter = notAfter
         self.window = window
+        self.renewalTime = renewalTime
     }
 }
 
@@ -279,8 +284,9 @@ public struct ACMEScheduler {
 
     private mutating func setCertificate(_ entry: inout Entry, _ certificate: ACMECertificateInfo, now: Int64) {
         entry.certificate = certificate
-        entry.renewalTime = RenewalPolicy.renewalTime(notBefore: certificate.notBefore, notAfter: certificate.notAfter,
-                                                      window: certificate.window, now: now, using: &random)
+        entry.renewalTime = certificate.renewalTime
+            ?? RenewalPolicy.renewalTime(notBefore: certificate.notBefore, notAfter: certificate.notAfter,
+                                         window: certificate.window, now: now, using: &random)
     }
 
     /// When the entry may be ordered next (ignoring the two bounds).

@@ -8,20 +8,21 @@ import GatehouseTLS
 import Synchronization
 
 /// One `acme = true` domain file, as the ACME side sees it.
-struct ACMEDomain: Sendable, Equatable {
+struct ACMESite: Sendable, Equatable {
     let file: String
-    let names: [String]
-    let keyTypes: [ACMEStorage.KeyType]
-    var primaryName: String { names[0] }
+    let domain: ACMEDomain
+    var name: String { domain.id }
+    /// ECDSA, and RSA as well for the legacy profile.
+    var keyTypes: [ACMEStorage.KeyType] { domain.wantsRSA ? [.ecdsa, .rsa] : [.ecdsa] }
 
-    init(_ domain: DomainConfig) {
-        file = domain.file
-        names = domain.names
-        keyTypes = ACMEStorageSource.keyTypes(domain)
+    init(_ config: DomainConfig) {
+        file = config.file
+        domain = ACMEDomain(id: config.primaryName, names: config.names,
+                            wantsRSA: ACMEStorageSource.keyTypes(config).contains(.rsa))
     }
 
-    static func all(_ snapshot: ConfigSnapshot) -> [ACMEDomain] {
-        snapshot.domains.filter(\.acme).map(ACMEDomain.init)
+    static func all(_ snapshot: ConfigSnapshot) -> [ACMESite] {
+        snapshot.domains.filter(\.acme).map(ACMESite.init)
     }
 }
 
@@ -42,7 +43,7 @@ final class ACMEService: @unchecked Sendable {
 
     struct Inbox {
         /// nil settings: `[acme]` was removed by a reload.
-        var configuration: (settings: ACMESettings?, domains: [ACMEDomain])?
+        var configuration: (settings: ACMESettings?, sites: [ACMESite])?
         var results: [OrderResult] = []
         var stopping = false
     }
@@ -55,7 +56,7 @@ final class ACMEService: @unchecked Sendable {
     /// picks the new domain list up at once.
     func configure(_ snapshot: ConfigSnapshot) {
         guard snapshot.acme != nil || coordinator != nil else { return }
-        inbox.withLock { $0.configuration = (snapshot.acme, ACMEDomain.all(snapshot)) }
+        inbox.withLock { $0.configuration = (snapshot.acme, ACMESite.all(snapshot)) }
         if coordinator == nil {
             coordinator = JoinableThread { [self] in run() }
         }
@@ -85,11 +86,11 @@ final class ACMEService: @unchecked Sendable {
             if stopping { break }
             if let configuration {
                 if let settings = configuration.settings, let current = state, current.settings.sameAccount(as: settings) {
-                    current.reconfigure(domains: configuration.domains)
+                    current.reconfigure(sites: configuration.sites)
                 } else {
                     state?.stop()
                     state = configuration.settings.map {
-                        Coordinator(settings: $0, domains: configuration.domains, certificates: certificates, service: self)
+                        Coordinator(settings: $0, sites: configuration.sites, certificates: certificates, service: self)
                     }
                     if state == nil { report.withLock { $0 = ACMEReport() } }
                 }
@@ -138,50 +139,65 @@ struct OrderResult: Sendable {
         case lockedElsewhere
         case failed(detail: String, retryAfter: Int?, rateLimited: Bool)
     }
-    let domain: ACMEDomain
+    let site: ACMESite
     let outcome: Outcome
 }
 
+
 /// The coordinator's state for one CA and storage (a reload that changes
-/// either starts a new one). Only the coordinator thread touches it.
+/// either starts a new one). Only the coordinator thread touches it; it
+/// carries out the scheduler's actions.
 private final class Coordinator {
     let settings: ACMESettings
     let storage: ACMEStorage
     let certificates: ACMECertificates
     unowned let service: ACMEService
-    var domains: [String: ACMEDomain] = [:]
+    var sites: [String: ACMESite] = [:]
     var scheduler = ACMEScheduler()
-    /// The account key, once registered or found.
+    var nextWakeup: Int64?
+    /// The account key, once the account is registered or found.
     var accountKey: PrivateKey?
     var accountRetry: (at: Int64, failures: Int) = (0, 0)
-    /// Storage files as last seen: a change (renewed here, or by another
-    /// instance of the fleet) is announced to the credential store.
+    /// Storage files as last seen: a change (another instance of the fleet
+    /// renewed) is announced to the credential store and the scheduler.
     var seen: [String: FileStamp?] = [:]
     var nextScan: Int64 = 0
     var orders: OrderThreads?
-    let owner = LockOwner.current()
+    /// Orders the scheduler started before the account existed.
+    var held: [ACMESite] = []
+    let owner = DomainLock.makeOwner()
 
     /// Every instance of a fleet sees another's certificate within this.
     static let scanInterval: Int64 = 60
+    /// After a lock held by another instance: look for its certificate soon.
+    static let lockedElsewhereScan: Int64 = 5
 
-    init(settings: ACMESettings, domains: [ACMEDomain], certificates: ACMECertificates, service: ACMEService) {
+    init(settings: ACMESettings, sites: [ACMESite], certificates: ACMECertificates, service: ACMEService) {
         self.settings = settings
         self.storage = ACMEStorage(root: settings.storage)
         self.certificates = certificates
         self.service = service
-        reconfigure(domains: domains)
+        reconfigure(sites: sites)
     }
 
-    func reconfigure(domains list: [ACMEDomain]) {
-        domains = Dictionary(list.map { ($0.primaryName, $0) }, uniquingKeysWith: { first, _ in first })
-        scheduler.domainsChanged(list.map(\.primaryName), now: Int64(time(nil)))
-        for d in list where scheduler.backoffUnknown(d.primaryName) {
-            // A restart must not hammer the CA: the backoff lives in storage.
-            let (backoff, problem) = Backoff.load(d.primaryName, from: storage, now: Int64(time(nil)))
-            if let problem { Log.warning("acme: \(d.file): \(problem) (ignored)") }
-            scheduler.restoreBackoff(d.primaryName, backoff)
+    /// At start and on reload: every domain with what storage holds for it
+    /// (a restart reuses its certificates and keeps its backoff, so it does
+    /// not hammer the CA).
+    func reconfigure(sites list: [ACMESite]) {
+        let now = Int64(time(nil))
+        sites = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var inputs: [ACMEScheduler.Input] = []
+        inputs.reserveCapacity(list.count)
+        for site in sites.values {
+            for type in site.keyTypes {
+                if let path = try? storage.certificate(site.name, type), seen[path] == nil { seen[path] = FileStamp(path: path) }
+            }
+            let (backoff, problem) = Backoff.load(site.name, from: storage, now: now)
+            if let problem { Log.warning("acme: \(site.file): \(problem) (ignored)") }
+            inputs.append(ACMEScheduler.Input(site.domain, certificate: storedCertificate(site), backoff: backoff))
         }
-        nextScan = 0
+        perform(scheduler.domainsChanged(inputs, now: now))
+        nextScan = now + Self.scanInterval
     }
 
     func stop() {
@@ -189,99 +205,130 @@ private final class Coordinator {
         orders = nil
     }
 
-    /// One turn: account, storage scan, due orders. Returns how long the
-    /// coordinator may sleep.
+    /// One turn: the account, the storage scan, the due orders. Returns how
+    /// long the coordinator may sleep.
     func step(now: Int64) -> Double {
         guard let accountKey = accountKey ?? setUpAccount(now: now) else {
             return Double(max(1, accountRetry.at - now))
+        }
+        if orders == nil {
+            let threads = OrderThreads(count: scheduler.configuration.maxInFlight, settings: settings, accountKey: accountKey,
+                                       storage: storage, certificates: certificates, owner: owner, service: service)
+            for site in held { threads.submit(site) }
+            held.removeAll()
+            orders = threads
         }
         if now >= nextScan {
             scan(now: now)
             nextScan = now + Self.scanInterval
         }
-        let threads = orders ?? OrderThreads(count: scheduler.maxInFlight, settings: settings, accountKey: accountKey,
-                                             storage: storage, certificates: certificates, owner: owner, service: service)
-        orders = threads
-        for name in scheduler.due(now: now) {
-            guard let domain = domains[name] else { continue }
-            threads.submit(domain)
+        perform(scheduler.tick(now: now))
+        return Double(max(1, min(nextScan, nextWakeup ?? nextScan) - now))
+    }
+
+    private func perform(_ decision: ACMEScheduler.Decision) {
+        for action in decision.actions {
+            switch action {
+            case .order(let domain):
+                guard let site = sites[domain.id] else { continue }
+                if let orders { orders.submit(site) } else { held.append(site) }
+            case .saveBackoff(let id, let backoff):
+                do { try backoff.save(id, to: storage) } catch { Log.error("acme: \(error)") }
+            }
         }
-        let next = min(nextScan, scheduler.nextWakeup(now: now) ?? nextScan)
-        return Double(max(1, next - now))
+        nextWakeup = decision.nextWakeup
     }
 
     /// An order thread finished a domain.
     func finished(_ result: OrderResult) {
-        let name = result.domain.primaryName
+        let site = result.site
         let now = Int64(time(nil))
         switch result.outcome {
         case .issued(let leaf):
-            Log.info("acme: \(result.domain.file): certificate issued for \(result.domain.names.joined(separator: ", ")), "
-                     + "expires in \((Int64(leaf.notAfter) - now) / 3600) h")
-            scheduler.orderSucceeded(name, notBefore: Int64(leaf.notBefore), notAfter: Int64(leaf.notAfter), now: now)
-            try? Backoff.none.save(name, to: storage)
-            remember(result.domain)
+            remember(site)
+            let certificate = Self.info(leaf, now: now)
+            Log.info("acme: \(site.file): certificate issued for \(site.domain.names.joined(separator: ", ")), valid until "
+                     + "\(UTCTime.iso8601(certificate.notAfter)), renewal from \(UTCTime.iso8601(certificate.renewalTime ?? 0))")
+            perform(scheduler.orderSucceeded(site.name, certificate: certificate, now: now))
         case .lockedElsewhere:
-            // Another instance is ordering it: its certificate shows up in a scan.
-            scheduler.lockedElsewhere(name, now: now)
+            // Another instance orders it; its certificate shows up in a scan.
+            nextScan = min(nextScan, now + Self.lockedElsewhereScan)
+            perform(scheduler.orderLockBusy(site.name, now: now))
         case .failed(let detail, let retryAfter, let rateLimited):
-            let backoff = scheduler.orderFailed(name, detail: detail, retryAfter: retryAfter, rateLimited: rateLimited, now: now)
-            Log.error("acme: \(result.domain.file): order for \(result.domain.names.joined(separator: ", ")) failed: \(detail); "
-                      + "next attempt in \(backoff.nextAttempt - now) s")
-            do { try backoff.save(name, to: storage) } catch { Log.error("acme: \(error)") }
+            perform(scheduler.orderFailed(site.name, retryAfter: retryAfter, rateLimited: rateLimited, detail: detail, now: now))
+            let next = scheduler.status(site.name, now: now)?.nextAttempt.map { "next attempt in \($0 - now) s" } ?? "will retry"
+            Log.error("acme: \(site.file): order for \(site.domain.names.joined(separator: ", ")) failed: "
+                      + "\(detail.replacingNewlines()); \(next)")
         }
     }
 
-    /// The stamps of a domain's files as this instance wrote them, so the
+    /// The stamps of a site's files as this instance wrote them, so the
     /// next scan does not announce them again.
-    private func remember(_ domain: ACMEDomain) {
-        for type in domain.keyTypes {
-            guard let path = try? storage.certificate(domain.primaryName, type) else { continue }
+    private func remember(_ site: ACMESite) {
+        for type in site.keyTypes {
+            guard let path = try? storage.certificate(site.name, type) else { continue }
             seen[path] = FileStamp(path: path)
         }
     }
 
-    /// Reads every ACME domain's files in storage: at start (a restart reuses
-    /// them, no new order), then every minute (another instance's work).
+    /// Another instance's work: files changed since last seen are announced
+    /// (the next handshake loads them) and given to the scheduler.
     private func scan(now: Int64) {
-        for domain in domains.values {
+        for site in sites.values {
             var changed = false
-            for type in domain.keyTypes {
-                guard let path = try? storage.certificate(domain.primaryName, type) else { continue }
+            for type in site.keyTypes {
+                guard let path = try? storage.certificate(site.name, type) else { continue }
                 let stamp = FileStamp(path: path)
-                let known = seen[path]
-                guard known == nil || known! != stamp else { continue }
+                if let known = seen[path], known == stamp { continue }
                 seen[path] = stamp
-                if known != nil { changed = true }
-                guard type == .ecdsa, stamp != nil else { continue }
-                do {
-                    guard let pem = try storage.read(path) else { continue }
-                    let leaf = try CertificateInfo(pem: pem)
-                    scheduler.certificateFound(domain.primaryName, notBefore: Int64(leaf.notBefore),
-                                               notAfter: Int64(leaf.notAfter), now: now)
-                } catch {
-                    Log.error("acme: \(domain.file): \(path): \(error)")
-                }
+                changed = true
             }
-            if changed { certificates.certificateChanged(primaryName: domain.primaryName) }
+            guard changed else { continue }
+            certificates.certificateChanged(primaryName: site.name)
+            if let certificate = storedCertificate(site) {
+                perform(scheduler.certificateFound(site.name, certificate: certificate, now: now))
+            }
         }
     }
 
+    /// What storage holds for `site`: with RSA too, the one expiring first
+    /// (the scheduler renews both together).
+    private func storedCertificate(_ site: ACMESite) -> ACMECertificateInfo? {
+        let now = Int64(time(nil))
+        var first: ACMECertificateInfo?
+        for type in site.keyTypes {
+            guard let path = try? storage.certificate(site.name, type) else { continue }
+            do {
+                guard let pem = try storage.read(path) else { continue }
+                let info = Self.info(try CertificateInfo(pem: pem), now: now)
+                if first == nil || info.notAfter < first!.notAfter { first = info }
+            } catch {
+                Log.error("acme: \(site.file): \(path): \(error)")
+            }
+        }
+        return first
+    }
+
+    static func info(_ leaf: CertificateInfo, now: Int64) -> ACMECertificateInfo {
+        ACMECertificateInfo(notBefore: Int64(leaf.notBefore), notAfter: Int64(leaf.notAfter),
+                            renewalTime: RenewalSchedule.renewalTime(leaf, now: now))
+    }
+
     /// RFC 8555 §7.3: one account per storage, its key made under the
-    /// storage's account lock so a fleet registers it once.
+    /// storage's account lock, so a fleet registers it once.
     private func setUpAccount(now: Int64) -> PrivateKey? {
         guard now >= accountRetry.at else { return nil }
         do {
             let http = try ACMEHTTPClient(options: .init(trust: settings.trust))
-            let account = try ACMEAccountSetup.loadOrCreate(storage: storage, directoryURL: settings.directory,
-                                                            contact: settings.contact.map { [$0] } ?? [], http: http, owner: owner)
-            Log.info("acme: account \(account.url) at \(settings.directory)")
-            accountKey = account.key
+            let client = try ACMEAccountSetup.loadOrCreate(storage: storage, directoryURL: settings.directory,
+                                                           contact: settings.contact, http: http)
+            Log.info("acme: account \(client.accountURL ?? "?") at \(settings.directory)")
+            accountKey = client.accountKey
             accountRetry = (0, 0)
-            return account.key
+            return client.accountKey
         } catch {
             accountRetry.failures += 1
-            let delay = min(Int64(60) << min(accountRetry.failures - 1, 10), 3600)
+            let delay = min(Int64(60) << min(accountRetry.failures - 1, 6), 3600)
             accountRetry.at = now + delay
             Log.error("acme: cannot set up the account at \(settings.directory): \(error); next attempt in \(delay) s")
             return nil
@@ -289,39 +336,42 @@ private final class Coordinator {
     }
 
     func report(now: Int64) -> ACMEReport {
-        scheduler.report(now: now)
+        let counts = scheduler.stateCounts(now: now)
+        return ACMEReport(ordersIssued: scheduler.counters.succeeded, ordersFailed: scheduler.counters.failed,
+                          waitingForFirst: counts[.waitingFirst] ?? 0,
+                          expiry: scheduler.status(now: now).compactMap { s in s.expiresIn.map { (s.id, $0) } })
     }
 }
 
 /// A few threads that run orders, one at a time each, every one with its own
 /// libcurl handle and ACME client (neither is thread-safe).
 private final class OrderThreads: @unchecked Sendable {
-    // @unchecked: `queue` is behind its mutex; the rest is immutable.
-    private let queue = Mutex<(jobs: [ACMEDomain], stopping: Bool)>(([], false))
+    // @unchecked: `queue` is behind its mutex; `threads` is written by init only.
+    private let queue = Mutex<(jobs: [ACMESite], stopping: Bool)>(([], false))
     private let signal = ThreadSignal()
     private var threads: [JoinableThread] = []
 
     init(count: Int, settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage,
-         certificates: ACMECertificates, owner: LockOwner, service: ACMEService) {
+         certificates: ACMECertificates, owner: String, service: ACMEService) {
         for _ in 0 ..< max(1, count) {
             threads.append(JoinableThread { [self] in
                 let runner = OrderRunner(settings: settings, accountKey: accountKey, storage: storage,
                                          certificates: certificates, owner: owner)
-                while let domain = next() {
-                    service.deliver(OrderResult(domain: domain, outcome: runner.run(domain)))
+                while let site = next() {
+                    service.deliver(OrderResult(site: site, outcome: runner.run(site)))
                 }
             })
         }
     }
 
-    func submit(_ domain: ACMEDomain) {
-        queue.withLock { $0.jobs.append(domain) }
+    func submit(_ site: ACMESite) {
+        queue.withLock { $0.jobs.append(site) }
         signal.signal()
     }
 
-    private func next() -> ACMEDomain? {
+    private func next() -> ACMESite? {
         while true {
-            let (job, stopping) = queue.withLock { q -> (ACMEDomain?, Bool) in
+            let (job, stopping) = queue.withLock { q -> (ACMESite?, Bool) in
                 if q.stopping { return (nil, true) }
                 return (q.jobs.isEmpty ? nil : q.jobs.removeFirst(), false)
             }
@@ -344,10 +394,10 @@ private final class OrderRunner {
     let accountKey: PrivateKey
     let storage: ACMEStorage
     let certificates: ACMECertificates
-    let owner: LockOwner
+    let owner: String
     private var client: ACMEClient?
 
-    init(settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage, certificates: ACMECertificates, owner: LockOwner) {
+    init(settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage, certificates: ACMECertificates, owner: String) {
         self.settings = settings
         self.accountKey = accountKey
         self.storage = storage
@@ -355,7 +405,7 @@ private final class OrderRunner {
         self.owner = owner
     }
 
-    /// The account's client, found again by key (RFC 8555 §7.3.1) once per thread.
+    /// The account's client, found again by its key (RFC 8555 §7.3.1) once per thread.
     private func accountClient() throws -> ACMEClient {
         if let client { return client }
         let http = try ACMEHTTPClient(options: .init(trust: settings.trust))
@@ -365,38 +415,37 @@ private final class OrderRunner {
         return fresh
     }
 
-    /// Under the domain's lock, one certificate per key type (RFC 8555 §7.4):
-    /// written to storage (chain and key in one file, atomically), then
-    /// announced, so new handshakes get it at once.
-    func run(_ domain: ACMEDomain) -> OrderResult.Outcome {
-        let name = domain.primaryName
+    /// Under the domain's lock, one certificate per key type (RFC 8555 §7.4),
+    /// written to storage (chain and key in one file, atomically) and then
+    /// announced, so the next handshake serves it.
+    func run(_ site: ACMESite) -> OrderResult.Outcome {
         let lock: DomainLock
         do {
-            guard let acquired = try DomainLock.acquire(path: storage.domainLock(name), owner: owner) else { return .lockedElsewhere }
-            lock = acquired
+            lock = try DomainLock.domain(site.name, storage: storage, owner: owner)
+            guard try lock.acquire() else { return .lockedElsewhere }
         } catch {
             return .failed(detail: "\(error)", retryAfter: nil, rateLimited: false)
         }
-        defer { lock.release() }
+        defer { try? lock.release() }
         do {
             let client = try accountClient()
             let issuer = ACMEIssuer(client: client, solver: ChallengePublisher(storage: storage, certificates: certificates),
                                     challenges: settings.challenges.compactMap { ChallengeKind(rawValue: $0.rawValue) })
             let ari = try client.directory().renewalInfo != nil
-            var ecdsaLeaf: CertificateInfo?
-            for type in domain.keyTypes {
-                let path = try storage.certificate(name, type)
+            var first: CertificateInfo?
+            for type in site.keyTypes {
+                let path = try storage.certificate(site.name, type)
                 // RFC 9773 §5: a renewal names the certificate it replaces.
                 let current = ari ? (try? storage.read(path)).flatMap { $0 }.flatMap { try? CertificateInfo(pem: $0) } : nil
                 let key = type == .ecdsa ? try PrivateKey.generateP256() : try PrivateKey.generateRSA()
-                let issued = try issuer.issue(names: domain.names, key: key, replaces: current?.ariCertID)
-                lock.refresh()
+                let issued = try issuer.issue(names: site.domain.names, key: key, replaces: current?.ariCertID)
+                guard try lock.refresh() else { return .lockedElsewhere }
                 try storage.write(issued.chainPEM + key.pem(), to: path)
-                certificates.certificateChanged(primaryName: name)
-                if type == .ecdsa { ecdsaLeaf = issued.leaf }
+                certificates.certificateChanged(primaryName: site.name)
+                if first == nil || issued.leaf.notAfter < first!.notAfter { first = issued.leaf }
             }
-            guard let ecdsaLeaf else { return .failed(detail: "no ECDSA certificate ordered", retryAfter: nil, rateLimited: false) }
-            return .issued(ecdsaLeaf)
+            guard let first else { return .failed(detail: "no certificate ordered", retryAfter: nil, rateLimited: false) }
+            return .issued(first)
         } catch let error as ACMERequestError {
             return .failed(detail: error.description, retryAfter: error.retryAfter,
                            rateLimited: error.problem?.type == ACMEProblem.rateLimited)

@@ -107,8 +107,12 @@ class Pebble:
         return path
 
     def orders_created(self):
-        """How many new orders pebble accepted (its log says so per order)."""
-        return self.log().count("POST /order-plz")
+        """How many new orders pebble accepted (one log line each; a request
+        refused for its nonce is not one)."""
+        return self.log().count("Added order")
+
+    def certificates_issued(self):
+        return self.log().count("Issued certificate serial")
 
     def stop(self):
         stop_process(self.proc)
