@@ -238,6 +238,19 @@ public struct ACMEScheduler {
         return schedule(now: now)
     }
 
+    /// RFC 9773 §4.2: the CA suggested a renewal window for the current
+    /// certificate; the renewal time moves into it (`renewalTime` when the
+    /// caller chose one). Ignored while an order is under way.
+    public mutating func renewalInfo(_ id: String, window: RenewalWindow, renewalTime: Int64? = nil, now: Int64) -> Decision {
+        if !inFlight.contains(id), var entry = entries[id], var certificate = entry.certificate {
+            certificate.window = window
+            certificate.renewalTime = renewalTime
+            setCertificate(&entry, certificate, now: now)
+            entries[id] = entry
+        }
+        return schedule(now: now)
+    }
+
     /// The timer set by `nextWakeup` fired.
     public mutating func tick(now: Int64) -> Decision {
         schedule(now: now)

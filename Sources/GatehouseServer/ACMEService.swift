@@ -165,12 +165,20 @@ private final class Coordinator {
     var orders: OrderThreads?
     /// Orders the scheduler started before the account existed.
     var held: [ACMESite] = []
+    /// RFC 9773: when each certificate's renewal information is asked again.
+    var renewalInfoDue: [String: Int64] = [:]
+    var renewalInfoClient: ACMEClient?
     let owner = DomainLock.makeOwner()
 
     /// Every instance of a fleet sees another's certificate within this.
     static let scanInterval: Int64 = 60
     /// After a lock held by another instance: look for its certificate soon.
     static let lockedElsewhereScan: Int64 = 5
+    /// RFC 9773 §4.3: ask again after Retry-After, within these bounds
+    /// (6 hours when the CA gives none); at most this many per minute, so
+    /// 100,000 domains spread over the day.
+    static let renewalInfoInterval: (default: Int64, least: Int64, most: Int64) = (21_600, 3_600, 86_400)
+    static let renewalInfoBatch = 100
 
     init(settings: ACMESettings, sites: [ACMESite], certificates: ACMECertificates, service: ACMEService) {
         self.settings = settings
@@ -197,6 +205,8 @@ private final class Coordinator {
             inputs.append(ACMEScheduler.Input(site.domain, certificate: storedCertificate(site), backoff: backoff))
         }
         perform(scheduler.domainsChanged(inputs, now: now))
+        // A reload shows what other instances wrote at once, not within a minute.
+        scan(now: now)
         nextScan = now + Self.scanInterval
     }
 
@@ -220,6 +230,7 @@ private final class Coordinator {
         }
         if now >= nextScan {
             scan(now: now)
+            refreshRenewalInfo(accountKey: accountKey, now: now)
             nextScan = now + Self.scanInterval
         }
         perform(scheduler.tick(now: now))
@@ -288,6 +299,39 @@ private final class Coordinator {
             if let certificate = storedCertificate(site) {
                 perform(scheduler.certificateFound(site.name, certificate: certificate, now: now))
             }
+        }
+    }
+
+    /// RFC 9773 §4: when the CA's directory offers renewal information, the
+    /// suggested window of each ECDSA certificate (its RSA twin renews with
+    /// it), a batch per scan.
+    private func refreshRenewalInfo(accountKey: PrivateKey, now: Int64) {
+        do {
+            if renewalInfoClient == nil {
+                renewalInfoClient = ACMEClient(directoryURL: settings.directory, accountKey: accountKey,
+                                               http: try ACMEHTTPClient(options: .init(trust: settings.trust)))
+            }
+            guard let client = renewalInfoClient, try client.directory().renewalInfo != nil else { return }
+            var budget = Self.renewalInfoBatch
+            for site in sites.values where budget > 0 && renewalInfoDue[site.name, default: 0] <= now {
+                guard scheduler.status(site.name, now: now)?.inFlight == false,
+                      let path = try? storage.certificate(site.name, .ecdsa), let pem = try storage.read(path),
+                      let leaf = try? CertificateInfo(pem: pem), let certID = leaf.ariCertID else { continue }
+                budget -= 1
+                let bounds = Self.renewalInfoInterval
+                do {
+                    guard let info = try client.renewalInfo(certID: certID) else { return }
+                    let window = RenewalWindow(start: Int64(info.windowStart), end: Int64(info.windowEnd))
+                    renewalInfoDue[site.name] = now + min(max(Int64(info.retryAfter ?? Int(bounds.default)), bounds.least), bounds.most)
+                    perform(scheduler.renewalInfo(site.name, window: window,
+                                                  renewalTime: RenewalSchedule.renewalTime(leaf, window: window, now: now), now: now))
+                } catch {
+                    renewalInfoDue[site.name] = now + bounds.least
+                    Log.warning("acme: \(site.file): renewal information: \(error)")
+                }
+            }
+        } catch {
+            Log.warning("acme: renewal information: \(error)")
         }
     }
 

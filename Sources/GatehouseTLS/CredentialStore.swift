@@ -42,8 +42,9 @@ public final class CredentialStore: Sendable {
         case loaded([Credentials], signature: FileSignature, stale: Bool)
         /// Failed; logged once. Retried after the next reload.
         case failed
-        /// An ACME domain's files that existed at `version` (empty: none yet).
-        case acme([Credentials], version: UInt64)
+        /// An ACME domain's files that existed at `version` (empty: none
+        /// yet), as they were then (`signature`).
+        case acme([Credentials], version: UInt64, signature: FileSignature)
     }
 
     struct State {
@@ -76,8 +77,10 @@ public final class CredentialStore: Sendable {
                 for (id, d) in domains.enumerated() {
                     guard let hit = byPairs[d.pairs], state.ring.count < self.capacity else { continue }
                     if let name = d.acmeName {
-                        // Current as of now; a later change bumps the version.
-                        slots[id] = .acme(hit.credentials, version: acme?.version(primaryName: name) ?? 0)
+                        // Changed in storage (another instance renewed): loaded
+                        // again at first use, so a reload picks it up at once.
+                        guard hit.signature == FileSignature(d.pairs) else { continue }
+                        slots[id] = .acme(hit.credentials, version: acme?.version(primaryName: name) ?? 0, signature: hit.signature)
                         state.position[id] = state.ring.count
                         state.ring.append((id, false))
                         continue
@@ -166,12 +169,13 @@ public final class CredentialStore: Sendable {
     private func acmeCredentials(for id: Int, primaryName: String) -> [Credentials] {
         let version = acme?.version(primaryName: primaryName) ?? 0
         let cached: [Credentials]? = state.withLock { s in
-            guard case .acme(let c, let v) = s.slots[id], v == version else { return nil }
+            guard case .acme(let c, let v, _) = s.slots[id], v == version else { return nil }
             if let p = s.position[id] { s.ring[p].used = true }
             return c
         }
         if let cached { return cached }
         let domain = domains[id]
+        let signature = FileSignature(domain.pairs)
         var loaded: [Credentials] = []
         for pair in domain.pairs where FileStamp(path: pair.certificate) != nil {
             loads.wrappingAdd(1, ordering: .relaxed)
@@ -184,7 +188,7 @@ public final class CredentialStore: Sendable {
             }
         }
         state.withLock { s in
-            s.slots[id] = .acme(loaded, version: version)
+            s.slots[id] = .acme(loaded, version: version, signature: signature)
             if loaded.isEmpty {
                 // Nothing held: no ring entry (100,000 pending domains cost no cache room).
                 if let p = s.position[id] { remove(at: p, &s) }
@@ -246,7 +250,7 @@ public final class CredentialStore: Sendable {
             s.ring.compactMap { entry in
                 switch s.slots[entry.id] {
                 case .loaded(let c, let signature, _): return (domains[entry.id].pairs, c, signature)
-                case .acme(let c, _): return (domains[entry.id].pairs, c, FileSignature([]))
+                case .acme(let c, _, let signature): return (domains[entry.id].pairs, c, signature)
                 case .unloaded, .failed: return nil
                 }
             }

@@ -71,6 +71,29 @@ import Testing
         #expect(d.nextWakeup == renewal)
     }
 
+    /// RFC 9773: a window the CA suggests later moves the renewal into it
+    /// (a CA revoking early says "renew now"); not while an order runs.
+    @Test func renewalInfoMovesTheRenewalIntoTheWindow() {
+        var s = scheduler()
+        _ = s.domainsChanged([.init(domain("a.example"))], now: t0)
+        _ = s.orderSucceeded("a.example", certificate: cert(t0), now: t0)
+        let now = t0 + 10 * day
+        let d = s.renewalInfo("a.example", window: RenewalWindow(start: now - 100, end: now - 1), now: now)
+        #expect(orders(d) == ["a.example"], "a window in the past means renew now")
+        // While that order runs, a window is ignored.
+        _ = s.renewalInfo("a.example", window: RenewalWindow(start: now + day, end: now + 2 * day), now: now)
+        #expect(s.status("a.example", now: now)?.inFlight == true)
+        _ = s.orderSucceeded("a.example", certificate: cert(now), now: now)
+        let window = RenewalWindow(start: now + 20 * day, end: now + 21 * day)
+        let next = s.renewalInfo("a.example", window: window, now: now)
+        let renewal = s.status("a.example", now: now)!.renewalTime!
+        #expect(renewal >= window.start && renewal <= window.end)
+        #expect(next.nextWakeup == renewal)
+        // A time the caller chose wins (seeded by the serial, so a fleet agrees).
+        _ = s.renewalInfo("a.example", window: window, renewalTime: window.start + 5, now: now)
+        #expect(s.status("a.example", now: now)?.renewalTime == window.start + 5)
+    }
+
     @Test func failureBacksOff() {
         var s = scheduler()
         _ = s.domainsChanged([.init(domain("a.example"))], now: t0)

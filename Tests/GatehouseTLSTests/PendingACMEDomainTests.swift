@@ -110,6 +110,12 @@ import GatehouseConfig
         let second = CredentialStore(snapshot: snapshot, previous: first, acme: acme, acmeFiles: { _ in [ecdsa] })
         #expect(second.credentials(for: 0).first === first.credentials(for: 0).first)
         #expect(second.loadCount == 0)
+        // Replaced meanwhile (another instance of a fleet renewed it): the
+        // reload's store loads the new file, without waiting for the ACME side.
+        try selfSignedPEM("pending.test").write(to: URL(fileURLWithPath: ecdsa))
+        let third = CredentialStore(snapshot: snapshot, previous: second, acme: acme, acmeFiles: { _ in [ecdsa] })
+        #expect(third.credentials(for: 0).first !== second.credentials(for: 0).first)
+        #expect(third.loadCount == 1)
     }
 
     /// RFC 8737 §3: only a ClientHello offering exactly acme-tls/1, for an

@@ -16,7 +16,8 @@ import time
 import unittest
 
 import acme_ca
-from harness import (Env, SampleApp, http_get, require_binary, run_gatehouse, stop_process, toml_table)
+from harness import Env, free_port, http_get, require_binary, run_gatehouse
+from test_metrics import scrape
 from test_acme_config import acme_domain
 
 ISSUE_TIMEOUT = 60
@@ -102,7 +103,8 @@ class TLSALPNIssuance(unittest.TestCase):
         cls.a.domain("old.toml", ["old.test"], tls_profile="legacy")
         cls.a.env.domain("files.toml", ["files.test"], cls.a.app)
         # Before the start: the first 503 must be seen before any issuance.
-        cls.a.start()
+        cls.metrics_port = free_port()
+        cls.a.start(metrics={"address": "127.0.0.1:%d" % cls.metrics_port})
         cls.pending_answer = http_get(cls.a.http, "shop.test", "/before")
 
     def test_pending_domain_answers_503_until_issued_then_redirects(self):
@@ -169,6 +171,26 @@ class TLSALPNIssuance(unittest.TestCase):
             with self.assertRaises(ssl.SSLError) as caught:
                 ctx.wrap_socket(raw, server_hostname="files.test")
         self.assertIn("NO APPLICATION PROTOCOL", str(caught.exception).upper().replace("_", " "))
+
+    def test_metrics(self):
+        wait_for_certificate(self.a.https, "shop.test", self.a.root())
+        wait_for_certificate(self.a.https, "old.test", self.a.root())
+        deadline = time.monotonic() + 10
+        while True:
+            m = scrape(self.metrics_port)
+            if m.get(("gatehouse_acme_orders_total", '{outcome="issued"}'), 0) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(m[("gatehouse_acme_orders_total", '{outcome="issued"}')], 2)
+        self.assertEqual(m[("gatehouse_acme_orders_total", '{outcome="failed"}')], 0)
+        self.assertEqual(m[("gatehouse_acme_domains_waiting", "")], 0)
+        expiry = m[("gatehouse_acme_certificate_expiry_seconds", '{domain="shop.test"}')]
+        self.assertGreater(expiry, 86400)
+        self.assertNotIn(("gatehouse_acme_certificate_expiry_seconds", '{domain="files.test"}'), m)
+        # Each name of shop.test, old.test (ECDSA and RSA): one validation
+        # handshake per authorization, unless pebble reused one.
+        self.assertGreaterEqual(m[("gatehouse_acme_challenges_answered_total", '{type="tls-alpn-01"}')], 1)
+        self.assertEqual(m[("gatehouse_acme_challenges_answered_total", '{type="http-01"}')], 0)
 
     def test_status_command_lists_each_acme_domain(self):
         wait_for_certificate(self.a.https, "shop.test", self.a.root())
