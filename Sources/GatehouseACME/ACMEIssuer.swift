@@ -30,6 +30,13 @@ public struct PendingChallenge: Sendable, Equatable {
 public protocol ChallengeSolver: AnyObject {
     func publish(_ c: PendingChallenge) throws
     func unpublish(_ c: PendingChallenge)
+    /// Every challenge of the order is published; the CA is told next. A
+    /// fleet's solver waits here until the other instances can answer too.
+    func published() throws
+}
+
+extension ChallengeSolver {
+    public func published() throws {}
 }
 
 /// What an order produced.
@@ -94,14 +101,15 @@ public final class ACMEIssuer {
         return IssuedCertificate(chainPEM: chain, leaf: leaf, orderURL: order.url)
     }
 
-    /// §7.5: every pending authorization's challenge published and answered
-    /// first, then all polled, so the CA validates them concurrently; every
+    /// §7.5: every pending authorization's challenge published, then all
+    /// answered, then all polled, so the CA validates them concurrently; every
     /// published challenge is unpublished at the end, whatever happened.
     func authorize(_ order: ACMEOrder) throws {
         let accountJWK = try client.accountKey.jwk()
         var published: [PendingChallenge] = []
         defer { for c in published { solver.unpublish(c) } }
         var polling: [String] = []
+        var answers: [ACMEChallenge] = []
         for url in order.authorizations {
             let authorization = try client.authorization(url)
             switch authorization.status {
@@ -128,9 +136,11 @@ public final class ACMEIssuer {
             published.append(pending)
             try solver.publish(pending)
             // Processing or valid already: answered before (a retried order).
-            if challenge.status == .pending { try client.respond(to: challenge) }
+            if challenge.status == .pending { answers.append(challenge) }
             polling.append(url)
         }
+        if !published.isEmpty { try solver.published() }
+        for challenge in answers { try client.respond(to: challenge) }
         for url in polling {
             try client.pollAuthorization(url, timeout: pollTimeout, interval: pollInterval)
         }

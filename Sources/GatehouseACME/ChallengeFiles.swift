@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Challenges live in storage, not only in memory: the CA's validation may
 /// reach any instance of a fleet sharing the storage (issue: fleet), not the
 /// one that ordered.
@@ -14,11 +18,19 @@ extension ACMEStorage {
     /// The key authorization when `token` was issued for `name`; nil for any
     /// other token or name (the request then goes to the domain's app).
     public func readHTTP01(token: String, name: String) -> [UInt8]? {
+        guard let record = readHTTP01(token: token), record.name == name else { return nil }
+        return Array(record.keyAuthorization.utf8)
+    }
+
+    /// The record as written; nil when missing or malformed.
+    public func readHTTP01(token: String) -> (name: String, keyAuthorization: String)? {
         guard let path = try? http01(token: token), let bytes = try? read(path, limit: 4096) else { return nil }
         let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-        guard lines.count == 3, lines[2].isEmpty, lines[0].elementsEqual(name.utf8) else { return nil }
+        guard lines.count == 3, lines[2].isEmpty else { return nil }
+        let name = String(decoding: lines[0], as: UTF8.self)
         let keyAuthorization = String(decoding: lines[1], as: UTF8.self)
-        return Self.isKeyAuthorization(keyAuthorization, token: token) ? Array(lines[1]) : nil
+        guard HostName.isValid(name), Self.isKeyAuthorization(keyAuthorization, token: token) else { return nil }
+        return (name, keyAuthorization)
     }
 
     public func removeHTTP01(token: String) {
@@ -44,5 +56,23 @@ extension ACMEStorage {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 2 && parts[0] == token && Base64URL.isValidToken(token)
             && parts[1].count == 43 && Base64URL.decode(String(parts[1]))?.count == 32
+    }
+
+    /// The entries of `directory` (not those starting with "."; temporary
+    /// files do) and their mtimes; empty when it does not exist.
+    public func list(_ directory: String) -> [(name: String, modified: Int)] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var out: [(String, Int)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard !name.hasPrefix(".") else { continue }
+            var st = stat()
+            guard stat(directory + "/" + name, &st) == 0 else { continue }
+            out.append((name, Int(st.st_mtim.tv_sec)))
+        }
+        return out
     }
 }

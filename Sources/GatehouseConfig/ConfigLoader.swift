@@ -190,7 +190,7 @@ public enum ConfigLoader {
 
     static let mainKeys: Set<String> = ["domains_dir", "workers", "listener", "timeouts", "limits", "tls", "metrics", "access_log",
                                           "user", "group", "allow_root", "acme"]
-    static let acmeKeys: Set<String> = ["directory", "contact", "storage", "trust", "challenges"]
+    static let acmeKeys: Set<String> = ["directory", "contact", "storage", "trust", "challenges", "orders_per_3h"]
     static let listenerKeys: Set<String> = ["address", "protocol", "https_port", "sni_fallback_profile", "proxy_protocol"]
     static let domainKeys: Set<String> = [
         "names", "backend", "certificate", "key", "tls_profile", "redirect_http",
@@ -399,7 +399,16 @@ public enum ConfigLoader {
         }
 
         guard diag.errors.count == before, let directory, let storage else { return nil }
-        return ACMESettings(directory: directory, contact: contact, storage: storage, trust: trust, challenges: challenges)
+        var ordersPer3h = ACMESettings.letsEncryptOrdersPer3h
+        if let n = section.int("orders_per_3h", &diag) {
+            if n >= 1 && n <= 1_000_000 {
+                ordersPer3h = n
+            } else {
+                diag.add(file, "acme.orders_per_3h", "must be between 1 and 1000000, got \(n)")
+            }
+        }
+        return ACMESettings(directory: directory, contact: contact, storage: storage, trust: trust, challenges: challenges,
+                            ordersPer3h: ordersPer3h)
     }
 
     static func needsACMETable(_ mainFile: String) -> String {

@@ -188,14 +188,20 @@ public struct ACMESettings: Sendable, Equatable {
     public var trust: String?
     /// Challenge types in order of preference; never empty, no duplicates.
     public var challenges: [ACMEChallengeType]
+    /// `orders_per_3h`: new orders started in any three hours, by this
+    /// instance. Let's Encrypt allows 300 per account; a test CA or another
+    /// CA's limits may allow more.
+    public var ordersPer3h: Int
+    public static let letsEncryptOrdersPer3h = 300
 
     public init(directory: String, contact: [String] = [], storage: String, trust: String? = nil,
-                challenges: [ACMEChallengeType] = ACMEChallengeType.allCases) {
+                challenges: [ACMEChallengeType] = ACMEChallengeType.allCases, ordersPer3h: Int = letsEncryptOrdersPer3h) {
         self.directory = directory
         self.contact = contact
         self.storage = storage
         self.trust = trust
         self.challenges = challenges
+        self.ordersPer3h = ordersPer3h
     }
 }
 

@@ -90,7 +90,7 @@ struct RequestRouter {
                 return .forward(domain: domain)
             }
             // Not redirected to an HTTPS whose handshake would fail.
-            if acmeDomain, store.credentials(for: domain).isEmpty { return .pendingCertificate }
+            if acmeDomain, !store.hasACMECertificate(for: domain) { return .pendingCertificate }
             return domains[domain].redirectHTTP ? .redirect(domain: domain) : .notRedirected
         }
     }

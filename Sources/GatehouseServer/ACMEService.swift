@@ -11,14 +11,14 @@ import Synchronization
 struct ACMESite: Sendable, Equatable {
     let file: String
     let domain: ACMEDomain
-    var name: String { domain.id }
     /// ECDSA, and RSA as well for the legacy profile.
-    var keyTypes: [ACMEStorage.KeyType] { domain.wantsRSA ? [.ecdsa, .rsa] : [.ecdsa] }
+    let keyTypes: [ACMEStorage.KeyType]
+    var name: String { domain.id }
 
     init(_ config: DomainConfig) {
         file = config.file
-        domain = ACMEDomain(id: config.primaryName, names: config.names,
-                            wantsRSA: ACMEStorageSource.keyTypes(config).contains(.rsa))
+        keyTypes = ACMEFiles.keyTypes(config)
+        domain = ACMEDomain(id: config.primaryName, names: config.names, wantsRSA: keyTypes.contains(.rsa))
     }
 
     static func all(_ snapshot: ConfigSnapshot) -> [ACMESite] {
@@ -63,10 +63,18 @@ final class ACMEService: @unchecked Sendable {
         wake.signal()
     }
 
-    /// Waits for the order in flight, if any (bounded by libcurl's timeouts).
-    func stop() {
+    /// At SIGTERM: no new order starts (the listeners are closing, so its
+    /// validations would fail and count against the CA's limits).
+    func requestStop() {
         inbox.withLock { $0.stopping = true }
         wake.signal()
+    }
+
+    var stopRequested: Bool { inbox.withLock { $0.stopping } }
+
+    /// Waits for the orders in flight, if any (bounded by the issuer's polls).
+    func stop() {
+        requestStop()
         coordinator?.join()
         coordinator = nil
     }
@@ -99,7 +107,8 @@ final class ACMEService: @unchecked Sendable {
                 wake.wait(seconds: 3600)
                 continue
             }
-            for result in results { coordinator.finished(result) }
+            // An order of a coordinator a reload replaced reports to nobody.
+            for result in results where result.generation == coordinator.generation { coordinator.finished(result) }
             let sleep = coordinator.step(now: Int64(time(nil)))
             report.withLock { $0 = coordinator.report(now: Int64(time(nil))) }
             wake.wait(seconds: sleep)
@@ -118,7 +127,7 @@ extension ACMESettings {
     /// Same CA, same storage: the account and the schedule carry over a reload.
     func sameAccount(as other: ACMESettings) -> Bool {
         directory == other.directory && storage == other.storage && trust == other.trust
-            && contact == other.contact && challenges == other.challenges
+            && contact == other.contact && challenges == other.challenges && ordersPer3h == other.ordersPer3h
     }
 }
 
@@ -141,6 +150,8 @@ struct OrderResult: Sendable {
     }
     let site: ACMESite
     let outcome: Outcome
+    /// The coordinator that started it.
+    let generation: Int
 }
 
 
@@ -148,12 +159,15 @@ struct OrderResult: Sendable {
 /// either starts a new one). Only the coordinator thread touches it; it
 /// carries out the scheduler's actions.
 private final class Coordinator {
+    nonisolated(unsafe) private static var generations = 0
+    /// Results of another coordinator's orders are dropped.
+    let generation: Int
     let settings: ACMESettings
     let storage: ACMEStorage
     let certificates: ACMECertificates
     unowned let service: ACMEService
     var sites: [String: ACMESite] = [:]
-    var scheduler = ACMEScheduler()
+    var scheduler: ACMEScheduler
     var nextWakeup: Int64?
     /// The account key, once the account is registered or found.
     var accountKey: PrivateKey?
@@ -163,12 +177,12 @@ private final class Coordinator {
     var seen: [String: FileStamp?] = [:]
     var nextScan: Int64 = 0
     var orders: OrderThreads?
+    let mirror: ChallengeMirror
     /// Orders the scheduler started before the account existed.
     var held: [ACMESite] = []
     /// RFC 9773: when each certificate's renewal information is asked again.
     var renewalInfoDue: [String: Int64] = [:]
     var renewalInfoClient: ACMEClient?
-    let owner = DomainLock.makeOwner()
 
     /// Every instance of a fleet sees another's certificate within this.
     static let scanInterval: Int64 = 60
@@ -179,12 +193,18 @@ private final class Coordinator {
     /// 100,000 domains spread over the day.
     static let renewalInfoInterval: (default: Int64, least: Int64, most: Int64) = (21_600, 3_600, 86_400)
     static let renewalInfoBatch = 100
+    /// Seconds of each scan it may take: results and orders wait meanwhile.
+    static let renewalInfoTime: Int64 = 10
 
     init(settings: ACMESettings, sites: [ACMESite], certificates: ACMECertificates, service: ACMEService) {
+        Self.generations += 1
+        generation = Self.generations
         self.settings = settings
         self.storage = ACMEStorage(root: settings.storage)
         self.certificates = certificates
         self.service = service
+        scheduler = ACMEScheduler(configuration: .init(orderBudget: settings.ordersPer3h, budgetWindow: 10_800))
+        mirror = ChallengeMirror(storage: storage, certificates: certificates)
         reconfigure(sites: sites)
     }
 
@@ -213,6 +233,7 @@ private final class Coordinator {
     func stop() {
         orders?.stop()
         orders = nil
+        mirror.stop()
     }
 
     /// One turn: the account, the storage scan, the due orders. Returns how
@@ -223,7 +244,7 @@ private final class Coordinator {
         }
         if orders == nil {
             let threads = OrderThreads(count: scheduler.configuration.maxInFlight, settings: settings, accountKey: accountKey,
-                                       storage: storage, certificates: certificates, owner: owner, service: service)
+                                       storage: storage, certificates: certificates, generation: generation, service: service)
             for site in held { threads.submit(site) }
             held.removeAll()
             orders = threads
@@ -241,7 +262,11 @@ private final class Coordinator {
         for action in decision.actions {
             switch action {
             case .order(let domain):
-                guard let site = sites[domain.id] else { continue }
+                guard let site = sites[domain.id] else {
+                    // Never: the scheduler orders only the domains it was given.
+                    perform(scheduler.orderFailed(domain.id, retryAfter: nil, rateLimited: false, detail: "unknown domain", now: Int64(time(nil))))
+                    continue
+                }
                 if let orders { orders.submit(site) } else { held.append(site) }
             case .saveBackoff(let id, let backoff):
                 do { try backoff.save(id, to: storage) } catch { Log.error("acme: \(error)") }
@@ -257,12 +282,15 @@ private final class Coordinator {
         switch result.outcome {
         case .issued(let leaf):
             remember(site)
+            // Shared by a fleet: whoever succeeds clears it for all.
+            try? Backoff.none.save(site.name, to: storage)
             let certificate = Self.info(leaf, now: now)
             Log.info("acme: \(site.file): certificate issued for \(site.domain.names.joined(separator: ", ")), valid until "
                      + "\(UTCTime.iso8601(certificate.notAfter)), renewal from \(UTCTime.iso8601(certificate.renewalTime ?? 0))")
             perform(scheduler.orderSucceeded(site.name, certificate: certificate, now: now))
         case .lockedElsewhere:
-            // Another instance orders it; its certificate shows up in a scan.
+            // Another instance orders it (or backs it off): its certificate
+            // shows up in a scan.
             nextScan = min(nextScan, now + Self.lockedElsewhereScan)
             perform(scheduler.orderLockBusy(site.name, now: now))
         case .failed(let detail, let retryAfter, let rateLimited):
@@ -286,6 +314,8 @@ private final class Coordinator {
     /// (the next handshake loads them) and given to the scheduler.
     private func scan(now: Int64) {
         for site in sites.values {
+            // This instance's own order writes them; its result says so.
+            if scheduler.status(site.name, now: now)?.inFlight == true { continue }
             var changed = false
             for type in site.keyTypes {
                 guard let path = try? storage.certificate(site.name, type) else { continue }
@@ -313,9 +343,12 @@ private final class Coordinator {
             }
             guard let client = renewalInfoClient, try client.directory().renewalInfo != nil else { return }
             var budget = Self.renewalInfoBatch
+            let deadline = now + Self.renewalInfoTime
             for site in sites.values where budget > 0 && renewalInfoDue[site.name, default: 0] <= now {
+                guard !service.stopRequested, Int64(time(nil)) < deadline else { return }
+                renewalInfoDue[site.name] = now + Self.renewalInfoInterval.least
                 guard scheduler.status(site.name, now: now)?.inFlight == false,
-                      let path = try? storage.certificate(site.name, .ecdsa), let pem = try storage.read(path),
+                      let path = try? storage.certificate(site.name, .ecdsa), let pem = (try? storage.read(path)) ?? nil,
                       let leaf = try? CertificateInfo(pem: pem), let certID = leaf.ariCertID else { continue }
                 budget -= 1
                 let bounds = Self.renewalInfoInterval
@@ -326,7 +359,6 @@ private final class Coordinator {
                     perform(scheduler.renewalInfo(site.name, window: window,
                                                   renewalTime: RenewalSchedule.renewalTime(leaf, window: window, now: now), now: now))
                 } catch {
-                    renewalInfoDue[site.name] = now + bounds.least
                     Log.warning("acme: \(site.file): renewal information: \(error)")
                 }
             }
@@ -396,13 +428,12 @@ private final class OrderThreads: @unchecked Sendable {
     private var threads: [JoinableThread] = []
 
     init(count: Int, settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage,
-         certificates: ACMECertificates, owner: String, service: ACMEService) {
+         certificates: ACMECertificates, generation: Int, service: ACMEService) {
         for _ in 0 ..< max(1, count) {
             threads.append(JoinableThread { [self] in
-                let runner = OrderRunner(settings: settings, accountKey: accountKey, storage: storage,
-                                         certificates: certificates, owner: owner)
+                let runner = OrderRunner(settings: settings, accountKey: accountKey, storage: storage, certificates: certificates)
                 while let site = next() {
-                    service.deliver(OrderResult(site: site, outcome: runner.run(site)))
+                    service.deliver(OrderResult(site: site, outcome: runner.run(site), generation: generation))
                 }
             })
         }
@@ -429,6 +460,7 @@ private final class OrderThreads: @unchecked Sendable {
         queue.withLock { $0.stopping = true }
         for _ in threads { signal.signal() }
         for t in threads { t.join() }
+        threads.removeAll()   // they captured self
     }
 }
 
@@ -438,15 +470,13 @@ private final class OrderRunner {
     let accountKey: PrivateKey
     let storage: ACMEStorage
     let certificates: ACMECertificates
-    let owner: String
     private var client: ACMEClient?
 
-    init(settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage, certificates: ACMECertificates, owner: String) {
+    init(settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage, certificates: ACMECertificates) {
         self.settings = settings
         self.accountKey = accountKey
         self.storage = storage
         self.certificates = certificates
-        self.owner = owner
     }
 
     /// The account's client, found again by its key (RFC 8555 §7.3.1) once per thread.
@@ -465,15 +495,20 @@ private final class OrderRunner {
     func run(_ site: ACMESite) -> OrderResult.Outcome {
         let lock: DomainLock
         do {
-            lock = try DomainLock.domain(site.name, storage: storage, owner: owner)
+            // An owner per order: two orders of one process never share a lock.
+            lock = try DomainLock.domain(site.name, storage: storage, owner: DomainLock.makeOwner())
             guard try lock.acquire() else { return .lockedElsewhere }
         } catch {
             return .failed(detail: "\(error)", retryAfter: nil, rateLimited: false)
         }
         defer { try? lock.release() }
+        // Another instance of the fleet failed it recently: its backoff holds here too.
+        if Backoff.load(site.name, from: storage, now: Int64(time(nil))).backoff.isWaiting(now: Int64(time(nil))) {
+            return .lockedElsewhere
+        }
         do {
             let client = try accountClient()
-            let issuer = ACMEIssuer(client: client, solver: ChallengePublisher(storage: storage, certificates: certificates),
+            let issuer = ACMEIssuer(client: client, solver: ChallengePublisher(storage: storage, certificates: certificates, lock: lock),
                                     challenges: settings.challenges.compactMap { ChallengeKind(rawValue: $0.rawValue) })
             let ari = try client.directory().renewalInfo != nil
             var first: CertificateInfo?

@@ -42,6 +42,14 @@ enum Privileges {
         for path in handOver {
             var st = stat()
             guard stat(path, &st) == 0, st.st_uid == 0 else { continue }
+            // Only a directory that holds nothing but ACME storage: never,
+            // say, /etc/gatehouse named by mistake.
+            let foreign = directoryEntries(path).filter { !["account", "certificates", "challenges"].contains($0) }
+            guard foreign.isEmpty else {
+                Log.warning("\(mainFile): acme storage \(path) belongs to root and holds \(foreign.prefix(3).joined(separator: ", ")): "
+                            + "not handed to \"\(user)\"; give it to that user yourself")
+                continue
+            }
             guard chown(path, uid, gid) == 0 else {
                 throw StartupError(description: "\(mainFile): cannot give \(path) to user \"\(user)\": \(String(cString: strerror(errno)))")
             }
@@ -55,5 +63,16 @@ enum Privileges {
             throw StartupError(description: "switched to \"\(user)\" but could regain root; refusing to continue")
         }
         Log.info("running as user \(user) (uid \(uid), gid \(gid))")
+    }
+
+    private static func directoryEntries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 }

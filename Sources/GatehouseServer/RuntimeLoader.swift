@@ -27,7 +27,7 @@ enum RuntimeLoader {
         let settings = snapshot.acme
         let store = CredentialStore(snapshot: snapshot, capacity: snapshot.tls.certificateCache,
                                     previous: previous?.tls.store, acme: acme,
-                                    acmeFiles: { ACMEStorageSource.certificateFiles($0, settings: settings) })
+                                    acmeFiles: { ACMEFiles.certificateFiles($0, settings: settings) })
 
         let keys: TicketKeys
         switch ticketKeys(snapshot.tls, previous: previous) {

@@ -30,8 +30,7 @@ public final class Server {
     /// Activated (from worker threads) when a worker's loop returns.
     private var workerDoneEvent: OpaquePointer?
     /// ACME: one state for the life of the process, shared by every runtime.
-    private let acmeSource = ACMEStorageSource()
-    private let acmeCertificates: ACMECertificates
+    private let acmeCertificates = ACMECertificates()
     private var acme: ACMEService?
 
     public init(configPath: String) {
@@ -40,7 +39,6 @@ public final class Server {
         signal(SIGPIPE, SIG_IGN)
         self.configPath = configPath
         self.control = event_base_new()
-        self.acmeCertificates = ACMECertificates(source: acmeSource)
     }
 
     /// Loads everything, binds every listener, then serves until SIGTERM/SIGINT.
@@ -51,7 +49,6 @@ public final class Server {
         case .failure(let f): throw StartupError(description: f.lines.joined(separator: "\n"))
         }
         self.runtime = runtime
-        acmeSource.use(runtime.snapshot.acme)
         // Parsing thousands of domain files leaves freed heap behind; give it back.
         _ = gh_malloc_trim()
         // From here on, keep what is freed: proxying moves 32 KiB evbuffer
@@ -129,6 +126,7 @@ public final class Server {
         }
         stopping = true
         notify.send("STOPPING=1")
+        acme?.requestStop()
         // The control loop keeps running while the workers drain: /healthz
         // answers 503 and a second signal is still heard.
         metrics?.draining = true
@@ -159,7 +157,6 @@ public final class Server {
         case .success(let next):
             for warning in Self.restartOnlyChanges(from: current.snapshot, to: next.snapshot) { Log.warning(warning) }
             runtime = next
-            acmeSource.use(next.snapshot.acme)
             acme?.configure(next.snapshot)
             for w in workers { w.adopt(next) }
             _ = gh_malloc_trim()

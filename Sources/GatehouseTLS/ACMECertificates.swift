@@ -1,15 +1,4 @@
-import GatehouseLog
 import Synchronization
-
-/// Where a challenge published by another instance of a fleet is found
-/// (ACME storage, implemented by the server): the CA's validation may reach
-/// any instance, not the one that ordered.
-public protocol ACMEChallengeSource: Sendable {
-    /// The tls-alpn-01 certificate and key (PEM, one file) for `name`.
-    func tlsALPN01(name: String) -> [UInt8]?
-    /// The http-01 key authorization for `token`, when it was issued for `name`.
-    func http01(token: String, name: String) -> [UInt8]?
-}
 
 /// What the ACME thread tells the handshakes and the port-80 listeners: that
 /// a domain's certificate files in storage changed (the credential store then
@@ -19,18 +8,32 @@ public protocol ACMEChallengeSource: Sendable {
 /// the process; every runtime shares it.
 public final class ACMECertificates: Sendable {
     private let state = Mutex(State())
-    private let source: (any ACMEChallengeSource)?
 
     struct State {
         var versions: [String: UInt64] = [:]
-        var tlsALPN01: [String: Credentials] = [:]
-        /// token → (name, key authorization).
-        var http01: [String: (name: String, keyAuthorization: [UInt8])] = [:]
+        /// This process's challenges, and those other instances of a fleet
+        /// wrote to storage (mirrored by a thread: workers never read storage).
+        var own = Challenges()
+        var mirrored = Challenges()
     }
 
-    public init(source: (any ACMEChallengeSource)? = nil) {
-        self.source = source
+    public struct Challenges: Sendable {
+        public var tlsALPN01: [String: Credentials] = [:]
+        /// token → (name, key authorization).
+        public var http01: [String: HTTP01Answer] = [:]
+        public init() {}
     }
+
+    public struct HTTP01Answer: Sendable {
+        public let name: String
+        public let keyAuthorization: [UInt8]
+        public init(name: String, keyAuthorization: [UInt8]) {
+            self.name = name
+            self.keyAuthorization = keyAuthorization
+        }
+    }
+
+    public init() {}
 
     // MARK: - Certificates
 
@@ -50,40 +53,35 @@ public final class ACMECertificates: Sendable {
 
     /// RFC 8737 §3: the certificate a validation handshake for `name` gets.
     public func publishTLSALPN01(name: String, credentials: Credentials) {
-        state.withLock { $0.tlsALPN01[name] = credentials }
+        state.withLock { $0.own.tlsALPN01[name] = credentials }
     }
 
     public func withdrawTLSALPN01(name: String) {
-        _ = state.withLock { $0.tlsALPN01.removeValue(forKey: name) }
+        _ = state.withLock { $0.own.tlsALPN01.removeValue(forKey: name) }
     }
 
-    /// This instance's challenge, else one another instance wrote to storage.
+    /// What storage holds now (every instance's challenges, this one's too).
+    public func mirror(_ challenges: Challenges) {
+        state.withLock { $0.mirrored = challenges }
+    }
+
     func tlsALPN01(name: String) -> Credentials? {
-        if let mine = state.withLock({ $0.tlsALPN01[name] }) { return mine }
-        guard let pem = source?.tlsALPN01(name: name) else { return nil }
-        do {
-            return try CredentialLoader.load(pem: pem, source: "tls-alpn-01 challenge for \(name)")
-        } catch {
-            Log.error("acme: \(error)")
-            return nil
-        }
+        state.withLock { $0.own.tlsALPN01[name] ?? $0.mirrored.tlsALPN01[name] }
     }
 
     public func publishHTTP01(token: String, name: String, keyAuthorization: String) {
-        state.withLock { $0.http01[token] = (name, Array(keyAuthorization.utf8)) }
+        state.withLock { $0.own.http01[token] = HTTP01Answer(name: name, keyAuthorization: Array(keyAuthorization.utf8)) }
     }
 
     public func withdrawHTTP01(token: String) {
-        _ = state.withLock { $0.http01.removeValue(forKey: token) }
+        _ = state.withLock { $0.own.http01.removeValue(forKey: token) }
     }
 
     /// RFC 8555 §8.3: the key authorization for a token Gatehouse issued for
     /// the request's host `name` (whatever port its Host named); nil for any
     /// other token, which then goes to the domain's backend.
     public func http01(token: String, name: String) -> [UInt8]? {
-        if let mine = state.withLock({ $0.http01[token] }) {
-            return mine.name == name ? mine.keyAuthorization : nil
-        }
-        return source?.http01(token: token, name: name)
+        guard let answer = state.withLock({ $0.own.http01[token] ?? $0.mirrored.http01[token] }), answer.name == name else { return nil }
+        return answer.keyAuthorization
     }
 }

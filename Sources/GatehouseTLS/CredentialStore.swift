@@ -43,8 +43,10 @@ public final class CredentialStore: Sendable {
         /// Failed; logged once. Retried after the next reload.
         case failed
         /// An ACME domain's files that existed at `version` (empty: none
-        /// yet), as they were then (`signature`).
-        case acme([Credentials], version: UInt64, signature: FileSignature)
+        /// yet), as they were then (`signature`). `retryAt` (monotonic
+        /// seconds, 0: never): a file failed to load and nothing older could
+        /// be kept, so it is tried again then, not at every handshake.
+        case acme([Credentials], version: UInt64, signature: FileSignature, retryAt: Double)
     }
 
     struct State {
@@ -53,6 +55,11 @@ public final class CredentialStore: Sendable {
         var ring: [(id: Int, used: Bool)] = []
         var position: [Int: Int] = [:]
         var hand = 0
+        /// Whether an ACME domain has a certificate file, per version: asked
+        /// by every ClientHello and port-80 request of the domain, answered
+        /// with one stat() per version, never by loading (which evictions
+        /// would repeat).
+        var acmePresence: [Int: (version: UInt64, present: Bool)] = [:]
     }
 
     /// `previous`: the store being replaced, whose entries carry over.
@@ -80,7 +87,7 @@ public final class CredentialStore: Sendable {
                         // Changed in storage (another instance renewed): loaded
                         // again at first use, so a reload picks it up at once.
                         guard hit.signature == FileSignature(d.pairs) else { continue }
-                        slots[id] = .acme(hit.credentials, version: acme?.version(primaryName: name) ?? 0, signature: hit.signature)
+                        slots[id] = .acme(hit.credentials, version: acme?.version(primaryName: name) ?? 0, signature: hit.signature, retryAt: 0)
                         state.position[id] = state.ring.count
                         state.ring.append((id, false))
                         continue
@@ -111,15 +118,13 @@ public final class CredentialStore: Sendable {
         if let name = domains[id].acmeName { return acmeCredentials(for: id, primaryName: name) }
         let (cached, stale): ([Credentials]?, [Credentials]?) = state.withLock { s in
             switch s.slots[id] {
-            case .acme:
-                return (nil, nil)
             case .loaded(let c, _, let isStale):
                 if isStale { return (nil, c) }
                 if let p = s.position[id] { s.ring[p].used = true }
                 return (c, nil)
             case .failed:
                 return ([], nil)
-            case .unloaded:
+            case .unloaded, .acme:
                 return (nil, nil)
             }
         }
@@ -163,33 +168,55 @@ public final class CredentialStore: Sendable {
         return result
     }
 
-    /// The files of an ACME domain that exist, loaded once per version. A
-    /// pending domain's answer (none) is cached too, so its handshakes cost
-    /// no stat() until the ACME side reports a certificate.
+    /// Whether ACME domain `id` has a certificate in storage (one stat()
+    /// per announced version; no file is read).
+    public func hasACMECertificate(for id: Int) -> Bool {
+        guard let name = domains[id].acmeName else { return !domains[id].pairs.isEmpty }
+        let version = acme?.version(primaryName: name) ?? 0
+        if let known = state.withLock({ $0.acmePresence[id] }), known.version == version { return known.present }
+        let present = domains[id].pairs.contains { FileStamp(path: $0.certificate) != nil }
+        state.withLock { $0.acmePresence[id] = (version, present) }
+        return present
+    }
+
+    /// The files of an ACME domain that exist, loaded once per version (each
+    /// read whole first: chain and key come from the same bytes, never from
+    /// two opens a rename could fall between). A file that fails to load
+    /// keeps what was served before.
     private func acmeCredentials(for id: Int, primaryName: String) -> [Credentials] {
         let version = acme?.version(primaryName: primaryName) ?? 0
-        let cached: [Credentials]? = state.withLock { s in
-            guard case .acme(let c, let v, _) = s.slots[id], v == version else { return nil }
+        let now = monotonicSeconds()
+        let (cached, previous): ([Credentials]?, [Credentials]) = state.withLock { s in
+            guard case .acme(let c, let v, _, let retryAt) = s.slots[id] else { return (nil, []) }
+            guard v == version, retryAt == 0 || now < retryAt else { return (nil, c) }
             if let p = s.position[id] { s.ring[p].used = true }
-            return c
+            return (c, c)
         }
         if let cached { return cached }
         let domain = domains[id]
         let signature = FileSignature(domain.pairs)
         var loaded: [Credentials] = []
+        var failed = false
         for pair in domain.pairs where FileStamp(path: pair.certificate) != nil {
             loads.wrappingAdd(1, ordering: .relaxed)
             do {
-                loaded.append(try CredentialLoader.load(certificate: pair.certificate, key: pair.key))
+                loaded.append(try CredentialLoader.load(combinedFile: pair.certificate))
             } catch {
-                // One key type broken: served with the others (logged per version).
                 failures.wrappingAdd(1, ordering: .relaxed)
+                failed = true
                 Log.error("\(domain.file): acme: \(error)")
             }
         }
+        var retryAt = 0.0
+        if failed {
+            retryAt = now + Self.acmeRetrySeconds
+            if loaded.count < previous.count { loaded = previous }
+        }
+        let result = loaded
         state.withLock { s in
-            s.slots[id] = .acme(loaded, version: version, signature: signature)
-            if loaded.isEmpty {
+            s.slots[id] = .acme(result, version: version, signature: signature, retryAt: retryAt)
+            s.acmePresence[id] = (version, !result.isEmpty || domain.pairs.contains { FileStamp(path: $0.certificate) != nil })
+            if result.isEmpty {
                 // Nothing held: no ring entry (100,000 pending domains cost no cache room).
                 if let p = s.position[id] { remove(at: p, &s) }
             } else if s.position[id] == nil {
@@ -198,7 +225,16 @@ public final class CredentialStore: Sendable {
                 evict(&s)
             }
         }
-        return loaded
+        return result
+    }
+
+    /// How long a broken ACME file waits before it is read again.
+    static let acmeRetrySeconds = 10.0
+
+    private func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// CLOCK: sweep the ring, giving recently used entries a second chance.
@@ -250,7 +286,7 @@ public final class CredentialStore: Sendable {
             s.ring.compactMap { entry in
                 switch s.slots[entry.id] {
                 case .loaded(let c, let signature, _): return (domains[entry.id].pairs, c, signature)
-                case .acme(let c, _, let signature): return (domains[entry.id].pairs, c, signature)
+                case .acme(let c, _, let signature, _): return (domains[entry.id].pairs, c, signature)
                 case .unloaded, .failed: return nil
                 }
             }

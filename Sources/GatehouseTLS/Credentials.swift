@@ -79,6 +79,24 @@ public enum CredentialLoader {
         return try load(certificates: inMemory, certificateSource: source, key: inMemory, keySource: source)
     }
 
+    /// An ACME storage file (chain and key), read once, bounded.
+    public static func load(combinedFile path: String) throws(CredentialError) -> Credentials {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CredentialError(key: "certificate", message: "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { throw CredentialError(key: "certificate", message: "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0 ..< n])
+            guard bytes.count <= 1 << 20 else { throw CredentialError(key: "certificate", message: "'\(path)' is larger than 1 MiB") }
+        }
+        return try load(pem: bytes, source: "'\(path)'")
+    }
+
     /// `certificates` and `key` each hand a fresh BIO to their body.
     private static func load(certificates: ((OpaquePointer) -> Void) throws(CredentialError) -> Void, certificateSource: String,
                              key: ((OpaquePointer) -> Void) throws(CredentialError) -> Void, keySource: String) throws(CredentialError) -> Credentials {

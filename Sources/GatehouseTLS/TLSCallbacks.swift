@@ -61,6 +61,19 @@ enum TLSCallbacks {
         }
     }
 
+    /// Retained until cleared or the SSL is freed (the slot's free callback).
+    static func setValidation(_ ssl: OpaquePointer, _ challenge: Credentials) {
+        clearValidation(ssl)
+        SSL_set_ex_data(ssl, validationIndex, Unmanaged.passRetained(challenge).toOpaque())
+    }
+
+    /// SSL_set_ex_data does not call the free callback: release here.
+    static func clearValidation(_ ssl: OpaquePointer) {
+        guard let raw = SSL_get_ex_data(ssl, validationIndex) else { return }
+        SSL_set_ex_data(ssl, validationIndex, nil)
+        Unmanaged<Credentials>.fromOpaque(raw).release()
+    }
+
     private static let releaseCredentials: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<CRYPTO_EX_DATA>?, Int32, Int, UnsafeMutableRawPointer?) -> Void = { _, pointer, _, _, _, _ in
         guard let pointer else { return }
         Unmanaged<Credentials>.fromOpaque(pointer).release()
@@ -126,7 +139,9 @@ enum TLSCallbacks {
         let server = Unmanaged<TLSServer>.fromOpaque(arg).takeUnretainedValue()
         let offered = UnsafeRawBufferPointer(start: input, count: Int(inputLength))
         if TLSServer.isACMEValidation(ssl) {
-            // Selected only for a list of exactly acme-tls/1 (RFC 8737 §3).
+            // RFC 8737 §3: the list is exactly acme-tls/1 (checked again: the
+            // answer points into it).
+            guard ALPN.offersOnlyACMEValidation(offered) else { return SSL_TLSEXT_ERR_ALERT_FATAL }
             out.pointee = input + 1
             outLength.pointee = UInt8(ALPN.acmeTLS1.count)
             return SSL_TLSEXT_ERR_OK

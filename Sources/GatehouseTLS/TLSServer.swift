@@ -169,15 +169,20 @@ public final class TLSServer: @unchecked Sendable {
     /// Runs inside the ClientHello callback, before version negotiation.
     /// `alpn`: the client's protocol list, when it sent one.
     func select(ssl: OpaquePointer, serverName: UnsafeRawBufferPointer?, alpn: UnsafeRawBufferPointer?) -> Selection {
-        let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
+        // After a HelloRetryRequest this runs again (RFC 8446 §4.1.4): the
+        // first ClientHello's decisions are undone, never inherited.
+        TLSCallbacks.clearValidation(ssl)
+        SSL_set_ex_data(ssl, TLSCallbacks.domainIndex, nil)
         if let alpn, ALPN.offersOnlyACMEValidation(alpn) {
-            return selectValidation(ssl: ssl, serverName: serverName, domain: found)
+            // The exact name only: no default-domain fallback for a validation.
+            return selectValidation(ssl: ssl, serverName: serverName, domain: serverName.flatMap { names.lookup($0) })
         }
+        let found = serverName.flatMap { names.lookup($0) } ?? defaultDomain
         guard let id = found else { return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME)) }
         let domain = domains[id]
         // An ACME domain without a certificate yet is, to TLS clients, a name
         // not served here (RFC 6066 §3), not a broken one.
-        if domain.acmeName != nil, store.credentials(for: id).isEmpty {
+        if domain.acmeName != nil, !store.hasACMECertificate(for: id) {
             return .refuse(alert: Int32(SSL_AD_UNRECOGNIZED_NAME))
         }
         // A listener's SNI fallback profile applies only to clients that sent no
@@ -219,8 +224,7 @@ public final class TLSServer: @unchecked Sendable {
         let profile = TLSProfile.named(.modern)
         _ = gh_ssl_set_min_proto_version(ssl, profile.minVersion.rawValue)
         _ = gh_ssl_set_max_proto_version(ssl, profile.maxVersion.rawValue)
-        // Retained until the SSL is freed (the ex_data slot's free callback).
-        SSL_set_ex_data(ssl, TLSCallbacks.validationIndex, Unmanaged.passRetained(challenge).toOpaque())
+        TLSCallbacks.setValidation(ssl, challenge)
         return .selected(id)
     }
 

@@ -82,6 +82,10 @@ let acmeErrorCases: [ErrorCase] = [
     acmeMainCase("challenges empty", directory + "storage = \"acme\"\nchallenges = []\n", key: "acme.challenges", "at least one"),
     acmeMainCase("challenges twice", directory + "storage = \"acme\"\nchallenges = [\"http-01\", \"http-01\"]\n",
                  key: "acme.challenges", "listed twice"),
+    acmeMainCase("orders_per_3h zero", directory + "storage = \"acme\"\norders_per_3h = 0\n",
+                 key: "acme.orders_per_3h", "between 1 and 1000000"),
+    acmeMainCase("orders_per_3h not a number", directory + "storage = \"acme\"\norders_per_3h = \"many\"\n",
+                 key: "acme.orders_per_3h", "an integer"),
     acmeMainCase("challenges wrong type", directory + "storage = \"acme\"\nchallenges = \"http-01\"\n",
                  key: "acme.challenges", "expected an array of strings"),
     ErrorCase(label: "http-01 without an http listener",
@@ -123,6 +127,7 @@ let acmeErrorCases: [ErrorCase] = [
             storage = "state/acme"
             trust = "ca.pem"
             challenges = ["http-01", "tls-alpn-01"]
+            orders_per_3h = 5000
 
             """))
         tmp.write("ca.pem", "not parsed here\n")
@@ -135,6 +140,7 @@ let acmeErrorCases: [ErrorCase] = [
         #expect(acme.storage == tmp.path + "/state/acme")
         #expect(acme.trust == tmp.path + "/ca.pem")
         #expect(acme.challenges == [.http01, .tlsALPN01])
+        #expect(acme.ordersPer3h == 5000)
     }
 
     @Test func storageIsCreatedOwnerOnly() throws {

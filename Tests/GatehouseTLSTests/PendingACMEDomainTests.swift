@@ -143,6 +143,34 @@ import GatehouseConfig
         guard case .refuse = try select(server, "pending.test", alpn: ["acme-tls/1"]).0 else { Issue.record("withdrawn challenge served"); return }
     }
 
+    /// RFC 8446 §4.1.4: after a HelloRetryRequest the ClientHello callback
+    /// runs again. Its second run must neither keep the first's validation
+    /// (a second ClientHello without acme-tls/1 is an ordinary handshake)
+    /// nor leak the challenge certificate it retained.
+    @Test func secondClientHelloAfterRetryStartsOver() throws {
+        let acme = ACMECertificates()
+        let server = try makeServer(acme)
+        weak var challenge: Credentials?
+        do {
+            let credentials = try CredentialLoader.load(pem: Array(selfSignedPEM("pending.test")), source: "test")
+            challenge = credentials
+            acme.publishTLSALPN01(name: "pending.test", credentials: credentials)
+        }
+        let ssl = try #require(server.makeSSL())
+        func hello(_ alpn: [String]) -> TLSServer.Selection {
+            let list = alpn.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
+            return Array("pending.test".utf8).withUnsafeBytes { sni in list.withUnsafeBytes { server.select(ssl: ssl, serverName: sni, alpn: $0) } }
+        }
+        guard case .selected = hello(["acme-tls/1"]), TLSServer.isACMEValidation(ssl) else { Issue.record("no validation"); return }
+        guard case .selected = hello(["acme-tls/1"]), TLSServer.isACMEValidation(ssl) else { Issue.record("no validation the second time"); return }
+        guard case .refuse = hello(["h2"]) else { Issue.record("pending domain selected"); return }
+        #expect(!TLSServer.isACMEValidation(ssl), "the first ClientHello's validation survived")
+        #expect(TLSServer.selectedDomain(of: ssl) == nil)
+        acme.withdrawTLSALPN01(name: "pending.test")
+        SSL_free(ssl)
+        #expect(challenge == nil, "the challenge certificate leaked")
+    }
+
     @Test func alpnValidationListIsExact() {
         func only(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { ALPN.offersOnlyACMEValidation($0) } }
         #expect(only([10] + Array("acme-tls/1".utf8)))

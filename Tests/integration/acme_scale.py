@@ -1,0 +1,57 @@
+"""ACME at scale (issue 15): N domains (default 1,000) issued by pebble while
+one client keeps requesting an ordinary domain over keep-alive HTTPS. Prints
+the time until every domain is served and the longest any request took.
+Run by scripts/acme-scale; not part of the test suite (minutes, not seconds)."""
+
+import os
+import sys
+import time
+import urllib.request
+
+from test_acme import ACMEEnv, LatencyProbe, served_certificate
+from test_metrics import parse_prometheus
+from harness import free_port
+
+
+def main():
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    a = ACMEEnv(["tls-alpn-01"])
+    # Let's Encrypt's 300 new orders per 3 hours is the default; pebble has no such limit.
+    a.acme["orders_per_3h"] = count
+    try:
+        names = ["site%04d.test" % i for i in range(count)]
+        for n in names:
+            a.domain(n + ".toml", [n, "www." + n])
+        a.env.domain("files.toml", ["files.test"], a.app)
+        metrics = free_port()
+        a.start(metrics={"address": "127.0.0.1:%d" % metrics}, workers=1)
+        probe = LatencyProbe(a.https, "files.test", a.env.ca.ca_pem)
+        started = time.monotonic()
+        while True:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=5) as r:
+                m = parse_prometheus(r.read().decode())
+            waiting = m.get(("gatehouse_acme_domains_waiting", ""), count)
+            failed = m.get(("gatehouse_acme_orders_total", '{outcome="failed"}'), 0)
+            if waiting == 0 or time.monotonic() - started > 1800:
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        probe.stop()
+        served = 0
+        for n in names:
+            try:
+                served_certificate(a.https, n, a.root(), timeout=5)
+                served += 1
+            except OSError as e:
+                print("not served: %s (%s)" % (n, e))
+        print("domains: %d, served: %d, failed orders: %d" % (count, served, failed))
+        print("all issued in %.1f s (%.1f domains/s)" % (elapsed, count / elapsed))
+        print("probe: %d requests, longest %.1f ms, errors %d" % (probe.requests, probe.longest * 1000, len(probe.errors)))
+        print("pebble: %d orders, %d certificates" % (a.pebble.orders_created(), a.pebble.certificates_issued()))
+        return 0 if served == count and not probe.errors else 1
+    finally:
+        a.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
