@@ -24,8 +24,8 @@ public final class TLSServer: @unchecked Sendable {
     public let ticketKeys: TicketKeys
     /// Certificates and keys, loaded on first use (bounded cache).
     public let store: CredentialStore
-    /// The `acme = true` domains' certificates and challenges; shared by
-    /// every runtime of the process (the ACME thread installs into it).
+    /// The `acme = true` domains' certificate versions and challenges, shared
+    /// by every runtime of the process (the ACME threads write them).
     public let acme: ACMECertificates
 
     /// Kept small: there may be 100,000 of them, and a reload briefly holds two sets.

@@ -4,12 +4,14 @@ so the CA's validations reach the Gatehouse under test. Pebble's default of
 rejecting 5 % of nonces stays on. Debian's package ships no certificate for
 pebble's own HTTPS listener: one is made here, and `trust` points at its CA."""
 
+import http.server
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -118,3 +120,62 @@ class Pebble:
         stop_process(self.proc)
         stop_process(self.dns)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RenewalInfoFront:
+    """Debian's pebble 2.4 has no ACME Renewal Information (RFC 9773): this
+    HTTPS front serves pebble's directory with a `renewalInfo` URL added, and
+    answers renewalInfo requests with `window(cert_id)` (start, end Unix
+    seconds). Every other URL in the directory still points at pebble."""
+
+    def __init__(self, pebble, window):
+        self.pebble = pebble
+        self.window = window
+        self.asked = []
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path == "/dir":
+                    ctx = ssl.create_default_context(cafile=pebble.trust)
+                    with urllib.request.urlopen(pebble.directory, context=ctx, timeout=10) as r:
+                        directory = json.load(r)
+                    directory["renewalInfo"] = "https://127.0.0.1:%d/renewal-info" % front.port
+                    self.reply(200, directory)
+                elif self.path.startswith("/renewal-info/"):
+                    cert_id = self.path[len("/renewal-info/"):]
+                    front.asked.append(cert_id)
+                    start, end = front.window(cert_id)
+                    fmt = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+                    self.reply(200, {"suggestedWindow": {"start": fmt(start), "end": fmt(end)}}, {"Retry-After": "21600"})
+                else:
+                    self.reply(404, {"type": "urn:ietf:params:acme:error:malformed"})
+
+            def reply(self, status, body, headers=None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pebble.dir + "/pebble.pem", pebble.dir + "/pebble.key")
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def directory(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -30,20 +30,22 @@ def main():
         while True:
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=5) as r:
                 m = parse_prometheus(r.read().decode())
-            waiting = m.get(("gatehouse_acme_domains_waiting", ""), count)
+            issued = m.get(("gatehouse_acme_orders_total", '{outcome="issued"}'), 0)
             failed = m.get(("gatehouse_acme_orders_total", '{outcome="failed"}'), 0)
-            if waiting == 0 or time.monotonic() - started > 1800:
+            if issued >= count or time.monotonic() - started > 1800:
                 break
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         probe.stop()
-        served = 0
+        served, missing = 0, []
         for n in names:
             try:
                 served_certificate(a.https, n, a.root(), timeout=5)
                 served += 1
             except OSError as e:
-                print("not served: %s (%s)" % (n, e))
+                missing.append("%s (%s)" % (n, e))
+        for line in missing[:5]:
+            print("not served: " + line)
         print("domains: %d, served: %d, failed orders: %d" % (count, served, failed))
         print("all issued in %.1f s (%.1f domains/s)" % (elapsed, count / elapsed))
         print("probe: %d requests, longest %.1f ms, errors %d" % (probe.requests, probe.longest * 1000, len(probe.errors)))

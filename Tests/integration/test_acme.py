@@ -379,6 +379,27 @@ class Fleet(unittest.TestCase):
         self.assertIn(b"PRIVATE KEY", key)
 
 
+class RenewalInformation(unittest.TestCase):
+    """RFC 9773 against pebble behind a front that adds renewalInfo: a window
+    already open (the CA wants the certificate replaced, say before a
+    revocation) renews it at once, though it has years left."""
+
+    def test_window_in_the_past_renews_now(self):
+        a = ACMEEnv(["tls-alpn-01"])
+        self.addCleanup(a.close)
+        front = acme_ca.RenewalInfoFront(a.pebble, lambda cert_id: (time.time() - 3600, time.time() - 60))
+        self.addCleanup(front.stop)
+        a.acme["directory"] = front.directory
+        a.domain("ari.toml", ["ari.test"])
+        a.start()
+        first = wait_for_certificate(a.https, "ari.test", a.root())
+        # The first scan asks about it (within a minute), then it is renewed.
+        second = wait_for_certificate(a.https, "ari.test", a.root(), timeout=100, other_than=first)
+        self.assertNotEqual(first, second)
+        self.assertTrue(front.asked, "renewalInfo was never asked")
+        self.assertRegex(front.asked[0], r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$", "an RFC 9773 §4.1 certID")
+
+
 class Renewal(unittest.TestCase):
     """90-second certificates: renewed at two thirds of their lifetime, served
     before the old one expires, without a restart."""

@@ -4,9 +4,11 @@ root unless allow_root = true."""
 import os
 import pwd
 import subprocess
+import time
 import unittest
 
 from harness import GATEHOUSE_BIN, Env, https_get
+from test_acme_config import acme_domain
 
 
 def status_ids(pid):
@@ -51,6 +53,43 @@ class PrivilegeTests(unittest.TestCase):
         self.assertEqual(ids.get("Groups", []), [], "supplementary groups dropped")
         self.assertEqual(https_get(port, "a.test").status, 200)
         self.assertIn("running as user nobody", env.gatehouse.stderr())
+
+    def test_acme_storage_is_handed_to_the_user(self):
+        """Made 0700 by root at load, handed to `user` before the drop: the
+        ACME threads (running as that user) can write their files."""
+        env, _ = self.make_env(user="nobody")
+        storage = os.path.join(env.dir, "acme")
+        acme_domain(env, "p.toml", ["pending.test"], "127.0.0.1:9")
+        env.write_config(extra_top={"user": "nobody"},
+                         extra_sections={"acme": {"directory": "https://127.0.0.1:1/dir", "storage": storage}})
+        env.start(write=False)
+        nobody = pwd.getpwnam("nobody")
+        # The listeners accept before the drop: wait for the ACME thread.
+        deadline = time.monotonic() + 10
+        while "cannot set up the account" not in env.gatehouse.stderr() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = os.stat(storage)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (nobody.pw_uid, 0o700))
+        log = env.gatehouse.stderr()
+        self.assertIn("cannot set up the account", log)
+        self.assertNotIn("Permission denied", log)
+        self.assertEqual(os.stat(os.path.join(storage, "account")).st_uid, nobody.pw_uid)
+
+    def test_foreign_directory_is_not_handed_over(self):
+        env, _ = self.make_env(user="nobody")
+        storage = os.path.join(env.dir, "etc-like")
+        os.makedirs(storage, mode=0o700)
+        with open(os.path.join(storage, "gatehouse.toml"), "w") as f:
+            f.write("# not ACME storage\n")
+        acme_domain(env, "p.toml", ["pending.test"], "127.0.0.1:9")
+        env.write_config(extra_top={"user": "nobody"},
+                         extra_sections={"acme": {"directory": "https://127.0.0.1:1/dir", "storage": storage}})
+        env.start(write=False)
+        deadline = time.monotonic() + 10
+        while "not handed to" not in env.gatehouse.stderr() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("not handed to \"nobody\"", env.gatehouse.stderr())
+        self.assertEqual(os.stat(storage).st_uid, 0)
 
     def test_refuses_root_without_allow_root(self):
         env, _ = self.make_env()
