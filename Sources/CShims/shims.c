@@ -1,9 +1,12 @@
+#define _GNU_SOURCE
 #include <sys/types.h>
 #include <sys/time.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <malloc.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/evp.h>
@@ -71,6 +74,7 @@ int gh_ssl_r_wrong_version_number(void) { return SSL_R_WRONG_VERSION_NUMBER; }
 int gh_ssl_r_http_request(void) { return SSL_R_HTTP_REQUEST; }
 
 int gh_malloc_trim(void) { return malloc_trim(0); }
+int gh_nice_this_thread(int niceness) { return setpriority(PRIO_PROCESS, (id_t)gettid(), niceness); }
 
 int gh_malloc_keep_freed(size_t trim_threshold, size_t mmap_threshold) {
     return mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) == 1 && mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) == 1;

@@ -75,7 +75,7 @@ final class ChallengeMirror: @unchecked Sendable {
     init(storage: ACMEStorage, certificates: ACMECertificates) {
         self.storage = storage
         self.certificates = certificates
-        thread = JoinableThread { [self] in run() }
+        thread = JoinableThread(niceness: ACMEService.niceness) { [self] in run() }
     }
 
     func stop() {

@@ -52,13 +52,17 @@ final class ACMEService: @unchecked Sendable {
         self.certificates = certificates
     }
 
+    /// Every ACME thread runs at this niceness: key generation, signing and
+    /// PEM parsing yield to the event loops.
+    static let niceness: Int32 = 10
+
     /// At start and on every reload (on the control thread): the coordinator
     /// picks the new domain list up at once.
     func configure(_ snapshot: ConfigSnapshot) {
         guard snapshot.acme != nil || coordinator != nil else { return }
         inbox.withLock { $0.configuration = (snapshot.acme, ACMESite.all(snapshot)) }
         if coordinator == nil {
-            coordinator = JoinableThread { [self] in run() }
+            coordinator = JoinableThread(niceness: ACMEService.niceness) { [self] in run() }
         }
         wake.signal()
     }
@@ -430,7 +434,7 @@ private final class OrderThreads: @unchecked Sendable {
     init(count: Int, settings: ACMESettings, accountKey: PrivateKey, storage: ACMEStorage,
          certificates: ACMECertificates, generation: Int, service: ACMEService) {
         for _ in 0 ..< max(1, count) {
-            threads.append(JoinableThread { [self] in
+            threads.append(JoinableThread(niceness: ACMEService.niceness) { [self] in
                 let runner = OrderRunner(settings: settings, accountKey: accountKey, storage: storage, certificates: certificates)
                 while let site = next() {
                     service.deliver(OrderResult(site: site, outcome: runner.run(site), generation: generation))

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CShims
 
 /// A counting semaphore for threads that sleep until woken or a deadline:
 /// the ACME threads. (The event loops never wait on one.)
@@ -43,12 +44,18 @@ final class JoinableThread: @unchecked Sendable {
     // @unchecked: the handle is written once, by start, before anyone joins.
     private var handle = pthread_t()
     private let body: () -> Void
+    private let niceness: Int32
 
-    init(_ body: @escaping () -> Void) {
+    /// `niceness`: raised for background work (ACME), so that on a busy
+    /// machine the event loops get the CPU first. Linux applies it to the
+    /// calling thread alone.
+    init(niceness: Int32 = 0, _ body: @escaping () -> Void) {
         self.body = body
+        self.niceness = niceness
         let context = Unmanaged.passRetained(self).toOpaque()
         if pthread_create(&handle, nil, { arg in
             let thread = Unmanaged<JoinableThread>.fromOpaque(arg!).takeRetainedValue()
+            if thread.niceness != 0 { _ = gh_nice_this_thread(thread.niceness) }
             thread.body()
             return nil
         }, context) != 0 {

@@ -24,6 +24,21 @@ enum GatehouseVersion {
 struct ConfigOption: ParsableArguments {
     @Option(name: [.customShort("c"), .customLong("config")], help: "Main configuration file.")
     var path: String = "/etc/gatehouse/gatehouse.toml"
+
+    /// The snapshot, or every error on standard error and exit 1.
+    func load() throws -> ConfigSnapshot {
+        do {
+            return try ConfigLoader.load(path: path)
+        } catch {
+            for e in error.errors { printError(e.description) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+func printError(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
 struct Run: ParsableCommand {
@@ -47,13 +62,7 @@ struct Check: ParsableCommand {
     @OptionGroup var config: ConfigOption
 
     func run() throws {
-        let snapshot: ConfigSnapshot
-        do {
-            snapshot = try ConfigLoader.load(path: config.path)
-        } catch {
-            for e in error.errors { printError(e.description) }
-            throw ExitCode(1)
-        }
+        let snapshot = try config.load()
         let (credentials, failures) = CredentialSet.load(snapshot)
         for f in failures { printError(f.description) }
         var failed = !failures.isEmpty
@@ -71,11 +80,6 @@ struct Check: ParsableCommand {
         for w in CredentialSet.expiryWarnings(snapshot, credentials) { printError("warning: \(w.text)") }
         print("OK, \(snapshot.domains.count) domain\(snapshot.domains.count == 1 ? "" : "s")")
     }
-
-    private func printError(_ line: String) {
-        var text = line + "\n"
-        text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-    }
 }
 
 struct ACME: ParsableCommand {
@@ -88,15 +92,9 @@ struct ACME: ParsableCommand {
         @OptionGroup var config: ConfigOption
 
         func run() throws {
-            let snapshot: ConfigSnapshot
-            do {
-                snapshot = try ConfigLoader.load(path: config.path)
-            } catch {
-                for e in error.errors { Log.error(e.description) }
-                throw ExitCode(1)
-            }
+            let snapshot = try config.load()
             guard snapshot.acme != nil else {
-                Log.error("\(snapshot.mainFile): no [acme] table: Gatehouse obtains no certificates")
+                printError("\(snapshot.mainFile): no [acme] table: Gatehouse obtains no certificates")
                 throw ExitCode(1)
             }
             print(ACMEStatusReport.header)

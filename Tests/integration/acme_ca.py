@@ -30,7 +30,7 @@ class Pebble:
     (tls-alpn-01) on 127.0.0.1. `validity`: certificate lifetime in seconds
     (pebble's certificateValidityPeriod), for renewal tests."""
 
-    def __init__(self, http_port, https_port, validity=None, authz_reuse=None):
+    def __init__(self, http_port, https_port, validity=None, authz_reuse=None, nice=None):
         self.dir = tempfile.mkdtemp(prefix="gatehouse-pebble-")
         self.trust = os.path.join(self.dir, "ca.pem")
         d = self.dir
@@ -67,6 +67,7 @@ class Pebble:
             env["PEBBLE_AUTHZREUSE"] = str(authz_reuse)
         self.log_path = d + "/pebble.log"
         self.proc = _track(subprocess.Popen(
+            (["nice", "-n", str(nice)] if nice else []) +
             [PEBBLE, "-config", d + "/pebble.json", "-dnsserver", "127.0.0.1:%d" % self.dns_port],
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, env=env))
         deadline = time.time() + 20

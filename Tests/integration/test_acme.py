@@ -65,14 +65,14 @@ class ACMEEnv:
     """pebble + one Gatehouse with an [acme] table; ports chosen first, since
     pebble validates against Gatehouse's listeners."""
 
-    def __init__(self, challenges, validity=None, authz_reuse=None, storage=None):
+    def __init__(self, challenges, validity=None, authz_reuse=None, storage=None, pebble_nice=None):
         require_binary()
         if not acme_ca.installed():
             raise unittest.SkipTest("pebble is not installed (apt install pebble)")
         self.env = Env()
         self.https = self.env.listener("https")
         self.http = self.env.listener("http", https_port=self.https)
-        self.pebble = acme_ca.Pebble(self.http, self.https, validity=validity, authz_reuse=authz_reuse)
+        self.pebble = acme_ca.Pebble(self.http, self.https, validity=validity, authz_reuse=authz_reuse, nice=pebble_nice)
         self.storage = storage or os.path.join(self.env.dir, "acme")
         self.acme = {"directory": self.pebble.directory, "contact": "mailto:ops@gatehouse.test",
                      "storage": self.storage, "trust": self.pebble.trust, "challenges": challenges}

@@ -68,6 +68,10 @@ int gh_ssl_r_http_request(void);
 // glibc's malloc_trim(0): returns freed heap to the system after a big load.
 int gh_malloc_trim(void);
 
+// setpriority for the calling thread alone (Linux: a thread's id as the
+// PRIO_PROCESS target); background threads yield the CPU to the event loops.
+int gh_nice_this_thread(int niceness);
+
 // mallopt(M_TRIM_THRESHOLD) and mallopt(M_MMAP_THRESHOLD): how much freed heap
 // glibc keeps instead of returning it (and faulting it back in on the next
 // allocation). Returns 1 on success.
