@@ -33,6 +33,17 @@ public struct HTTPResponse: Sendable {
     }
 }
 
+/// The ASCII decimal number in `bytes[range]`; nil if any byte is not a digit.
+/// Shared by the date parsers (IMF-fixdate, RFC 3339).
+func decimal(_ bytes: [UInt8], _ range: Range<Int>) -> Int? {
+    var v = 0
+    for i in range {
+        guard bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") else { return nil }
+        v = v * 10 + Int(bytes[i] - UInt8(ascii: "0"))
+    }
+    return v
+}
+
 /// RFC 9110 §5.6.7 IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", the form
 /// senders must use; the obsolete forms are not read (a CA sends this one).
 enum HTTPDate {
@@ -43,14 +54,7 @@ enum HTTPDate {
         let b = Array(text.utf8)
         guard b.count == 29, b[3] == UInt8(ascii: ","), b[4] == 0x20, b[7] == 0x20, b[11] == 0x20, b[16] == 0x20,
               b[19] == UInt8(ascii: ":"), b[22] == UInt8(ascii: ":"), b[25] == 0x20, text.hasSuffix(" GMT") else { return nil }
-        func number(_ range: Range<Int>) -> Int? {
-            var v = 0
-            for i in range {
-                guard b[i] >= UInt8(ascii: "0"), b[i] <= UInt8(ascii: "9") else { return nil }
-                v = v * 10 + Int(b[i] - UInt8(ascii: "0"))
-            }
-            return v
-        }
+        func number(_ range: Range<Int>) -> Int? { decimal(b, range) }
         guard let day = number(5 ..< 7), let year = number(12 ..< 16), let hour = number(17 ..< 19),
               let minute = number(20 ..< 22), let second = number(23 ..< 25),
               let month = months.firstIndex(of: String(decoding: b[8 ..< 11], as: UTF8.self)),

@@ -15,13 +15,6 @@ extension ACMEStorage {
         try write(Array("\(name)\n\(keyAuthorization)\n".utf8), to: http01(token: token))
     }
 
-    /// The key authorization when `token` was issued for `name`; nil for any
-    /// other token or name (the request then goes to the domain's app).
-    public func readHTTP01(token: String, name: String) -> [UInt8]? {
-        guard let record = readHTTP01(token: token), record.name == name else { return nil }
-        return Array(record.keyAuthorization.utf8)
-    }
-
     /// The record as written; nil when missing or malformed.
     public func readHTTP01(token: String) -> (name: String, keyAuthorization: String)? {
         guard let path = try? http01(token: token), let bytes = try? read(path, limit: 4096) else { return nil }

@@ -75,14 +75,7 @@ enum RFC3339 {
         guard b.count >= 20, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"),
               b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
               b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":") else { return nil }
-        func number(_ range: Range<Int>) -> Int? {
-            var v = 0
-            for i in range {
-                guard b[i] >= UInt8(ascii: "0"), b[i] <= UInt8(ascii: "9") else { return nil }
-                v = v * 10 + Int(b[i] - UInt8(ascii: "0"))
-            }
-            return v
-        }
+        func number(_ range: Range<Int>) -> Int? { decimal(b, range) }
         guard let year = number(0 ..< 4), let month = number(5 ..< 7), let day = number(8 ..< 10),
               let hour = number(11 ..< 13), let minute = number(14 ..< 16), let second = number(17 ..< 19),
               (1 ... 12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
